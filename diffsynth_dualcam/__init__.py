@@ -1,0 +1,1 @@
+"""DualCamCtrl as a DiffSynth-Studio 2.x plugin."""

@@ -1,0 +1,5 @@
+import sys
+
+from diffsynth_dualcam.cli import main
+
+sys.exit(main())

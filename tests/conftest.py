@@ -1,0 +1,24 @@
+import os
+
+import pytest
+import torch
+
+# Tests never reach a model hub.
+os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+# pytest-xdist runs two workers on two cores: one thread each avoids oversubscription.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def demo_dir():
+    """The published demo scenes, beside the checkout in ../shared/demo."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1].parent / "shared" / "demo"
+    if not path.is_dir():
+        pytest.skip(f"demo assets not found at {path}")
+    return path
