@@ -1,0 +1,112 @@
+"""One dual-branch denoising step against one single-branch Wan Fun-Camera step of the same size.
+
+The baseline is DiffSynth's own ``model_fn_wan_video`` on a ``WanModel`` built with the same config (no depth
+branch); the candidate is ``DualCamCtrlDiT`` with the same inputs plus depth latents. The depth branch doubles the
+block compute, so 2.0x is the floor; the goal is at most 2.05x (fusion and glue under 5%). A third run without
+fusion modules splits the overhead into fusion and the rest.
+
+    .venv/bin/python benchmarks/bench_step.py [--device cuda] [--size mid|full] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+from common import (
+    DUALCAM_ONLY_KEYS,
+    TEXT_TOKENS,
+    Row,
+    add_common_arguments,
+    interleaved_best_times,
+    latent_shape,
+    model_config,
+    resolve,
+    seconds,
+)
+from diffsynth.models.wan_video_dit import WanModel
+from diffsynth.pipelines.wan_video import model_fn_wan_video
+
+from diffsynth_dualcam.models import DualCamCtrlDiT
+
+GOAL_RATIO = 2.05
+
+
+def build_models(config: dict, device: torch.device, dtype: torch.dtype) -> dict[str, torch.nn.Module]:
+    """The single-branch Wan DiT, the dual-branch DiT and the dual-branch DiT without fusion, all random."""
+    no_fusion = {**config, "rgb_inject_blocks": [], "depth_inject_blocks": []}
+    wan_config = {key: value for key, value in config.items() if key not in DUALCAM_ONLY_KEYS}
+    wan_config["patch_size"] = tuple(wan_config["patch_size"])
+    with torch.device(device):
+        models = {
+            "single": WanModel(**wan_config),
+            "dual": DualCamCtrlDiT(**config),
+            "dual_no_fusion": DualCamCtrlDiT(**no_fusion),
+        }
+    return {name: model.to(dtype=dtype).eval().requires_grad_(False) for name, model in models.items()}
+
+
+def make_inputs(config: dict, latents: tuple[int, int, int, int], device: torch.device, dtype: torch.dtype,
+                batch: int = 1) -> dict[str, torch.Tensor]:
+    """Random DiT inputs for ``batch`` samples of ``latents`` [C, T, h, w]."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    channels, frames, height, width = latents
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator, device=device).to(dtype)
+
+    return {
+        "x": randn(batch, channels, frames, height, width),
+        "depth_latents": randn(batch, channels, frames, height, width),
+        "y": randn(batch, channels, frames, height, width),
+        "depth_y": randn(batch, channels, frames, height, width),
+        "timestep": torch.full((batch,), 500.0, device=device, dtype=dtype),
+        "context": randn(batch, TEXT_TOKENS, config["text_dim"]),
+        "clip_feature": randn(batch, 257, 1280),
+        "camera_latents": randn(batch, config["in_dim_control_adapter"], frames, 8 * height, 8 * width),
+    }
+
+
+def run(device: str = "cpu", dtype: str | None = None, size: str | None = None, repeats: int = 3) -> Row:
+    """Time the three steps; the row's ratio is dual / single."""
+    device, torch_dtype, size = resolve(device, dtype, size)
+    config = model_config(size)
+    models = build_models(config, device, torch_dtype)
+    inputs = make_inputs(config, latent_shape(size), device, torch_dtype)
+
+    def single_step() -> torch.Tensor:
+        return model_fn_wan_video(
+            dit=models["single"], latents=inputs["x"], timestep=inputs["timestep"], context=inputs["context"],
+            clip_feature=inputs["clip_feature"], y=inputs["y"], control_camera_latents_input=inputs["camera_latents"],
+        )
+
+    def dual_step(name: str):
+        return lambda: models[name](**inputs)
+
+    with torch.inference_mode():
+        times = interleaved_best_times(
+            {"single": single_step, "dual": dual_step("dual"), "dual_no_fusion": dual_step("dual_no_fusion")},
+            repeats, device,
+        )
+    ratio = times["dual"] / times["single"]
+    fusion_share = (times["dual"] - times["dual_no_fusion"]) / times["dual"]
+    glue_share = times["dual_no_fusion"] / (2 * times["single"]) - 1
+    shape = "x".join(str(n) for n in latent_shape(size)[1:])
+    return Row(
+        benchmark=f"dual-branch step / single-branch step ({size}, {shape} latents)",
+        measured=f"{seconds(times['dual'])} (fusion {fusion_share:+.1%}, other glue {glue_share:+.1%})",
+        baseline=f"{seconds(times['single'])} (model_fn_wan_video)",
+        ratio=ratio, target=f"<= {GOAL_RATIO}", met=ratio <= GOAL_RATIO, device=f"{device.type} {torch_dtype}",
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_arguments(parser)
+    args = parser.parse_args()
+    row = run(args.device, args.dtype, args.size, args.repeats)
+    print(f"{row.benchmark}\n  dual   {row.measured}\n  single {row.baseline}\n  ratio  {row.ratio:.3f} "
+          f"(target {row.target}: {'met' if row.met else 'not met'})")
+
+
+if __name__ == "__main__":
+    main()

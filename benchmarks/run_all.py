@@ -1,0 +1,120 @@
+"""Run every benchmark, print the table and rewrite its section of benchmarks/README.md.
+
+    .venv/bin/python benchmarks/run_all.py                 # CPU table (a few minutes)
+    .venv/bin/python benchmarks/run_all.py --device cuda   # GPU table, full-size models
+    .venv/bin/python benchmarks/run_all.py --size tiny --repeats 1 --no-readme   # smoke run, seconds
+
+Each device has its own section in the README, between ``<!-- results:DEVICE:begin -->`` and
+``<!-- results:DEVICE:end -->``; a run replaces only its device's section.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import platform
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_cache  # noqa: E402
+import bench_cfg  # noqa: E402
+import bench_generate  # noqa: E402
+import bench_plucker  # noqa: E402
+import bench_step  # noqa: E402
+import bench_vae  # noqa: E402
+from common import SIZES, Row, resolve  # noqa: E402
+
+README = Path(__file__).resolve().parent / "README.md"
+COLUMNS = ("Benchmark", "Measured", "Baseline", "Ratio", "Target", "Met")
+#: Plücker sizes: the goal's 81 frames at 480x832, and a small map for the smoke run.
+PLUCKER_SIZES = {"tiny": (9, 32, 48)}
+PLUCKER_GOAL_SIZE = (81, 480, 832)
+GENERATE_STEPS = {"tiny": 3}
+CACHE_STEPS = {"tiny": 4}
+
+
+def plucker_row(device: str, size: str, repeats: int) -> Row:
+    """The camera benchmark's result as a table row."""
+    frames, height, width = PLUCKER_SIZES.get(size, PLUCKER_GOAL_SIZE)
+    return Row(**bench_plucker.run(device, frames, height, width, repeats))
+
+
+def run_all(device: str = "cpu", size: str | None = None, repeats: int = 3) -> list[Row]:
+    """Every benchmark's rows, in table order."""
+    _, _, size = resolve(device, None, size)
+    rows = [
+        bench_step.run(device, size=size, repeats=repeats),
+        bench_cfg.run(device, size=size, repeats=repeats),
+        plucker_row(device, size, repeats),
+        bench_cache.run(device, size=size, steps=CACHE_STEPS.get(size, 8)),
+        *bench_vae.run(device, size=size, repeats=repeats),
+        *bench_generate.run(device, steps=GENERATE_STEPS.get(size, 20), repeats=repeats),
+    ]
+    return rows
+
+
+def format_table(rows: list[Row]) -> str:
+    """Markdown table of the rows."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        ratio = "-" if math.isnan(row.ratio) else f"{row.ratio:.2f}"
+        met = {True: "yes", False: "**no**", None: "-"}[row.met]
+        cells = (row.benchmark, row.measured, row.baseline, ratio, row.target, met)
+        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+def machine_description(device: str) -> str:
+    """One line naming the machine the table was measured on."""
+    if device.startswith("cuda"):
+        hardware = torch.cuda.get_device_name(torch.device(device))
+    else:
+        hardware = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"{hardware}; torch {torch.__version__}; measured {date}."
+
+
+def replace_section(text: str, device: str, body: str) -> str:
+    """``text`` with the section between the device's markers replaced by ``body``."""
+    begin, end = f"<!-- results:{device}:begin -->", f"<!-- results:{device}:end -->"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), flags=re.DOTALL)
+    if not pattern.search(text):
+        raise ValueError(f"{begin} ... {end} markers not found in the README")
+    return pattern.sub(lambda _: f"{begin}\n{body}\n{end}", text)
+
+
+def write_readme(path: Path, device: str, rows: list[Row]) -> None:
+    """Rewrite the device's table section of ``path`` (atomically)."""
+    section = machine_description(device) + "\n\n" + format_table(rows)
+    text = replace_section(path.read_text(), "cuda" if device.startswith("cuda") else "cpu", section)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
+        handle.write(text)
+    os.replace(handle.name, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--size", choices=SIZES, default=None,
+                        help="model and latent size (default: mid on the CPU, full on a GPU; tiny: smoke run)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each side (the fastest is kept)")
+    parser.add_argument("--readme", type=Path, default=README, help="README whose table section to rewrite")
+    parser.add_argument("--no-readme", action="store_true", help="print the table only")
+    args = parser.parse_args(argv)
+    rows = run_all(args.device, args.size, args.repeats)
+    print(format_table(rows))
+    if not args.no_readme:
+        write_readme(args.readme, args.device, rows)
+        print(f"table written to {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

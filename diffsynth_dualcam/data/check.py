@@ -1,0 +1,112 @@
+"""Dataset checker: opens every clip of a dataset folder and lists what would fail during training."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .clip_dataset import CameraClipDataset
+from .realestate10k import META_FILE
+
+#: Largest relative difference between the RGB and depth aspect ratios (both are cover-cropped the same way).
+ASPECT_TOLERANCE = 0.01
+#: Largest mean spread between the channels of a depth frame: depth must be grayscale, not a colour map.
+GRAY_TOLERANCE = 8.0
+
+
+@dataclass
+class ClipReport:
+    """What the checker found for one clip."""
+
+    name: str
+    num_frames: int = 0
+    size: tuple[int, int] | None = None
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_clip(dataset: CameraClipDataset, name: str, num_frames: int | None = None) -> ClipReport:
+    """Open one clip, decode its first and last frames and compare what its files say about each other."""
+    report = ClipReport(name)
+    try:
+        clip = dataset.open_clip(name)
+    except (ValueError, FileNotFoundError, OSError, RuntimeError) as error:
+        report.problems.append(str(error))
+        return report
+    report.num_frames = len(clip.camera)
+    report.size = clip.rgb.size
+    ends = [int(clip.frame_ids[0]), int(clip.frame_ids[-1])]
+    try:
+        rgb = clip.rgb.read(ends)
+        depth = clip.depth.read(ends)
+    except (ValueError, OSError, RuntimeError, IndexError) as error:
+        report.problems.append(f"cannot decode frames {ends}: {error}")
+        return report
+    rgb_aspect = rgb.shape[2] / rgb.shape[1]
+    depth_aspect = depth.shape[2] / depth.shape[1]
+    if abs(depth_aspect / rgb_aspect - 1.0) > ASPECT_TOLERANCE:
+        report.problems.append(f"depth frames are {depth.shape[2]}x{depth.shape[1]}, RGB frames "
+                               f"{rgb.shape[2]}x{rgb.shape[1]}: the aspect ratios differ")
+    spread = np.abs(depth.astype(np.float32) - depth.astype(np.float32).mean(-1, keepdims=True)).mean()
+    if spread > GRAY_TOLERANCE:
+        report.problems.append(f"depth frames are not grayscale (mean channel spread {spread:.1f}): "
+                               "expected disparity repeated on 3 channels, not a colour map")
+    if num_frames is not None and len(clip.camera) < num_frames:
+        report.problems.append(f"{len(clip.camera)} usable frames, fewer than num_frames={num_frames}")
+    if dataset.captions and name not in dataset.captions:
+        report.warnings.append("no caption in captions.json (an empty prompt is used)")
+    meta_path = dataset.root / name / META_FILE
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        entry = meta[0] if isinstance(meta, list) and meta else meta
+        expected = {"frame": len(clip.rgb), "width": rgb.shape[2], "height": rgb.shape[1]}
+        for key, actual in expected.items():
+            if key in entry and int(entry[key]) != actual:
+                report.warnings.append(f"{META_FILE} says {key}={entry[key]}, the RGB frames have {actual}")
+    return report
+
+
+def check_dataset(dataset: CameraClipDataset, num_frames: int | None = None, progress: bool = True
+                  ) -> list[ClipReport]:
+    """A report for every clip of ``dataset`` (problems make training fail; warnings do not)."""
+    names = tqdm(dataset.clip_names, desc="checking clips", disable=not progress)
+    return [check_clip(dataset, name, num_frames) for name in names]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``dualcam check-dataset``."""
+    parser.add_argument("root", help="dataset folder")
+    parser.add_argument("--layout", choices=("realestate10k", "dl3dv"), default="realestate10k")
+    parser.add_argument("--num-frames", type=int, default=None, help="frames per training clip (4k+1)")
+    parser.add_argument("--report", default=None, help="also write the reports to this JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check a dataset folder; exit code 1 when any clip has a problem."""
+    from . import DATASETS
+
+    dataset = DATASETS[args.layout](args.root, height=16, width=16, num_frames=1)
+    reports = check_dataset(dataset, args.num_frames)
+    for report in reports:
+        for problem in report.problems:
+            print(f"PROBLEM {report.name}: {problem}")
+        for warning in report.warnings:
+            print(f"warning {report.name}: {warning}")
+    bad = sum(not report.ok for report in reports)
+    total_frames = sum(report.num_frames for report in reports)
+    print(f"{len(reports)} clips, {total_frames} frames with cameras, {bad} with problems")
+    if args.report:
+        path = Path(args.report)
+        temporary = path.with_suffix(path.suffix + ".tmp")
+        temporary.write_text(json.dumps([report.__dict__ for report in reports], indent=1))
+        temporary.replace(path)
+        print(f"report written to {path}")
+    return 1 if bad else 0

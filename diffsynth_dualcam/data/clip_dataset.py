@@ -1,0 +1,147 @@
+"""The training item shared by every dataset layout: RGB clip, depth clip, packed Plücker map and prompt."""
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..camera import CameraTrajectory, pack_plucker
+from .frames import FrameSource
+from .transforms import cover_crop_frames, mirror_trajectory, sample_clip_indices
+
+CAPTIONS_FILE = "captions.json"
+
+
+@dataclass
+class ClipFiles:
+    """One opened clip: frame sources, one camera per usable frame, and the prompt.
+
+    ``frame_ids[i]`` is the index in ``rgb`` and ``depth`` of the frame that camera ``i`` belongs to.
+    """
+
+    name: str
+    rgb: FrameSource
+    depth: FrameSource
+    camera: CameraTrajectory
+    frame_ids: np.ndarray
+    prompt: str
+
+
+def load_captions(root: str | Path) -> dict[str, str]:
+    """The ``captions.json`` of a dataset folder ({clip name: caption}), or an empty dict when there is none."""
+    path = Path(root) / CAPTIONS_FILE
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8") as file:
+        captions = json.load(file)
+    if not isinstance(captions, dict) or not all(isinstance(v, str) for v in captions.values()):
+        raise ValueError(f"{path}: expected a JSON object mapping clip names to caption strings")
+    return captions
+
+
+class CameraClipDataset(torch.utils.data.Dataset, ABC):
+    """Random camera-annotated clips of a dataset folder, cropped to one size, optionally mirrored.
+
+    Subclasses list the clips (``clip_names``) and open one (``open_clip``); this class samples ``num_frames``
+    frames ``stride`` apart, resizes to cover (height, width) with a centre crop, flips horizontally with
+    probability ``flip_probability`` and builds the Plücker map relative to the first sampled frame.
+    ``num_samples`` fixes the length of an epoch (default: one item per clip); clips are visited round-robin.
+    """
+
+    # `diffsynth.diffusion.runner.launch_training_task` reads this flag: items are raw data, not cached latents.
+    load_from_cache = False
+
+    def __init__(
+        self,
+        root: str | Path,
+        height: int = 480,
+        width: int = 720,
+        num_frames: int = 49,
+        stride: int = 1,
+        flip_probability: float = 0.5,
+        use_captions: bool = True,
+        num_samples: int | None = None,
+    ):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"dataset folder {self.root} does not exist")
+        if height % 16 or width % 16:
+            raise ValueError(f"height and width must be multiples of 16, got {height}x{width}")
+        if not 0.0 <= flip_probability <= 1.0:
+            raise ValueError(f"flip_probability must be in [0, 1], got {flip_probability}")
+        self.height, self.width = height, width
+        self.num_frames, self.stride = num_frames, stride
+        self.flip_probability = flip_probability
+        self.captions = load_captions(self.root) if use_captions else {}
+        self.clip_names = self.list_clips()
+        if not self.clip_names:
+            raise FileNotFoundError(f"{self.root}: no clips found ({type(self).__name__} layout)")
+        self.num_samples = len(self.clip_names) if num_samples is None else num_samples
+
+    @abstractmethod
+    def list_clips(self) -> list[str]:
+        """Names of the clips in the dataset folder, sorted."""
+
+    @abstractmethod
+    def open_clip(self, name: str) -> ClipFiles:
+        """Open one clip; raise ValueError / FileNotFoundError naming the clip if its files are missing or disagree."""
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> dict:
+        seed = int(torch.randint(0, 2**62, ()).item())
+        return self.sample(index, np.random.default_rng(seed))
+
+    def sample(self, index: int, rng: np.random.Generator, flip: bool | None = None) -> dict:
+        """One training item from clip ``index % len(clips)``; ``flip`` forces or forbids the mirror augmentation.
+
+        Returns ``video`` and ``depth`` [3, F, H, W] in [-1, 1] (depth = disparity repeated on 3 channels),
+        ``plucker`` [24, (F-1)//4+1, H, W], ``camera`` (the trajectory the Plücker map was built from),
+        ``prompt``, ``clip`` and ``frame_ids``.
+        """
+        clip = self.open_clip(self.clip_names[index % len(self.clip_names)])
+        try:
+            positions = sample_clip_indices(len(clip.camera), self.num_frames, self.stride, rng)
+        except ValueError as error:
+            raise ValueError(f"clip {clip.name!r}: {error}") from error
+        frame_ids = clip.frame_ids[positions]
+        rgb = clip.rgb.read(frame_ids)
+        depth = clip.depth.read(frame_ids)
+        video = cover_crop_frames(rgb, self.height, self.width)
+        disparity = cover_crop_frames(depth.mean(axis=-1, keepdims=True).round().astype(np.uint8), self.height,
+                                      self.width)
+        camera = CameraTrajectory(c2w=clip.camera.c2w[positions], intrinsics=clip.camera.intrinsics[positions])
+        camera = camera.relative().cover_crop((rgb.shape[2], rgb.shape[1]), (self.width, self.height))
+        if flip is None:
+            flip = bool(rng.random() < self.flip_probability)
+        if flip:
+            video = video.flip(-1)
+            disparity = disparity.flip(-1)
+            camera = mirror_trajectory(camera)
+        plucker = pack_plucker(camera.plucker(self.height, self.width, dtype=torch.float32))
+        return {
+            "video": video,
+            "depth": disparity.expand(3, -1, -1, -1).contiguous(),
+            "plucker": plucker,
+            "camera": camera,
+            "prompt": clip.prompt,
+            "clip": clip.name,
+            "frame_ids": frame_ids,
+        }
+
+
+def check_frame_counts(clip: ClipFiles) -> None:
+    """Raise ValueError naming the clip when the RGB frames, depth frames and cameras disagree."""
+    if len(clip.depth) != len(clip.rgb):
+        raise ValueError(f"clip {clip.name!r}: depth has {len(clip.depth)} frames ({clip.depth.path}) but RGB has "
+                         f"{len(clip.rgb)} ({clip.rgb.path})")
+    if len(clip.frame_ids) != len(clip.camera):
+        raise ValueError(f"clip {clip.name!r}: {len(clip.camera)} cameras for {len(clip.frame_ids)} frame ids")
+    if len(clip.frame_ids) and (clip.frame_ids.min() < 0 or clip.frame_ids.max() >= len(clip.rgb)):
+        raise ValueError(f"clip {clip.name!r}: camera frame ids reach {clip.frame_ids.max()} but the clip has "
+                         f"{len(clip.rgb)} frames")

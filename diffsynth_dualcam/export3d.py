@@ -1,0 +1,290 @@
+"""Lift generated RGB + depth frames into a coloured point cloud and export the scene for other 3D tools.
+
+Depth model: the depth video is relative inverse depth (disparity) ``g`` in [0, 1], near = 1. It is first mapped
+onto the input depth map ``r`` of frame 0 by the affine fit ``r ~ a * g + b`` (least squares on frame 0, the same
+``a, b`` for every frame), then read as an inverse-depth blend between two planes: ``1 / z = d / near + (1 - d) / far``,
+so disparity 1 lies at distance ``near`` and disparity 0 at ``far``, in the units of the camera trajectory.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+from PIL import Image
+from plyfile import PlyData, PlyElement
+from tqdm import tqdm
+
+from .camera import CameraTrajectory
+from .camera.formats import atomic_write
+
+#: File of a run folder holding the frame-0 depth map the generation was conditioned on (output size, 8-bit).
+INPUT_DEPTH_FILE = "input_depth.png"
+#: Per-axis signs from OpenCV camera axes (x right, y down, z forward) to the y-up axes of 3D viewers.
+VIEWER_AXES = np.array([1.0, -1.0, -1.0])
+
+
+@dataclass
+class PointCloud:
+    """World points [N, 3] (float64) and their colours [N, 3] (uint8)."""
+
+    points: np.ndarray
+    colors: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+
+def fit_scale_shift(source: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """Least-squares ``scale, shift`` with ``target ~ scale * source + shift`` over all pixels."""
+    source = np.asarray(source, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    if source.shape != target.shape:
+        raise ValueError(f"source and target must have the same shape, got {source.shape} and {target.shape}")
+    source, target = source.ravel(), target.ravel()
+    if source.size < 2 or np.ptp(source) == 0:
+        raise ValueError("scale/shift fit needs at least two distinct source values")
+    design = np.stack([source, np.ones_like(source)], axis=1)
+    (scale, shift), *_ = np.linalg.lstsq(design, target, rcond=None)
+    return float(scale), float(shift)
+
+
+def disparity_to_depth(disparity: np.ndarray, near: float, far: float) -> np.ndarray:
+    """Distance along the optical axis of normalised disparity in [0, 1]: ``1/z = d/near + (1-d)/far``."""
+    if not 0 < near < far:
+        raise ValueError(f"need 0 < near < far, got near={near}, far={far}")
+    disparity = np.clip(np.asarray(disparity, dtype=np.float64), 0.0, 1.0)
+    return 1.0 / (disparity / near + (1.0 - disparity) / far)
+
+
+def unproject(depth: np.ndarray, intrinsics: np.ndarray, c2w: np.ndarray, pixel_stride: int = 1) -> np.ndarray:
+    """World points [h, w, 3] of the pixel centres ``(u + 0.5, v + 0.5)`` sampled every `pixel_stride` pixels.
+
+    `depth` [H, W] is the distance along the optical axis, `intrinsics` the normalised (fx, fy, cx, cy) and
+    `c2w` the 4x4 camera-to-world pose in OpenCV axes.
+    """
+    height, width = depth.shape
+    fx, fy, cx, cy = np.asarray(intrinsics, dtype=np.float64) * np.array([width, height, width, height])
+    rows = np.arange(0, height, pixel_stride)
+    cols = np.arange(0, width, pixel_stride)
+    u, v = np.meshgrid(cols + 0.5, rows + 0.5)
+    z = np.asarray(depth, dtype=np.float64)[np.ix_(rows, cols)]
+    camera_points = np.stack([(u - cx) / fx * z, (v - cy) / fy * z, z], axis=-1)
+    c2w = np.asarray(c2w, dtype=np.float64)
+    return camera_points @ c2w[:3, :3].T + c2w[:3, 3]
+
+
+def voxel_downsample(cloud: PointCloud, voxel_size: float) -> PointCloud:
+    """One point per occupied voxel of edge `voxel_size`: the mean position and mean colour of its points."""
+    if voxel_size <= 0:
+        raise ValueError(f"voxel_size must be positive, got {voxel_size}")
+    if len(cloud) == 0:
+        return cloud
+    cells = np.floor(cloud.points / voxel_size).astype(np.int64)
+    cells -= cells.min(axis=0)
+    grid = cells.max(axis=0) + 1
+    if np.prod(grid.astype(np.float64)) >= 2.0**62:
+        raise ValueError(f"voxel_size {voxel_size} is too small for a cloud spanning {np.ptp(cloud.points, axis=0)}")
+    # One integer per voxel makes the grouping a 1-D unique, several times faster than unique over rows.
+    keys = np.ravel_multi_index(cells.T, tuple(grid))
+    _, voxel_of_point, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    points = np.stack([np.bincount(voxel_of_point, cloud.points[:, axis]) for axis in range(3)], axis=1)
+    colors = np.stack([np.bincount(voxel_of_point, cloud.colors[:, axis]) for axis in range(3)], axis=1)
+    points /= counts[:, None]
+    colors = np.round(colors / counts[:, None]).astype(np.uint8)
+    return PointCloud(points, colors)
+
+
+def lift_frames(
+    rgb: np.ndarray,
+    disparity: np.ndarray,
+    c2w: np.ndarray,
+    intrinsics: np.ndarray,
+    reference_disparity: np.ndarray | None = None,
+    frame_stride: int = 4,
+    pixel_stride: int = 2,
+    near: float = 1.0,
+    far: float = 10.0,
+    voxel_size: float | None = None,
+) -> PointCloud:
+    """Coloured point cloud of every `frame_stride`-th frame.
+
+    rgb [F, H, W, 3] uint8; disparity [F, H, W] in [0, 1] (near = 1); c2w [F, 4, 4]; intrinsics [F, 4] normalised.
+    `reference_disparity` [H, W] in [0, 1] is the input depth of frame 0 that fixes the affine disparity scale
+    (none: the generated disparity is used as is). `voxel_size` None picks the footprint of one sampled pixel at
+    the median depth of frame 0; 0 keeps every point.
+    """
+    rgb = np.asarray(rgb)
+    disparity = np.asarray(disparity, dtype=np.float64)
+    num_frames = len(rgb)
+    if rgb.ndim != 4 or rgb.shape[-1] != 3:
+        raise ValueError(f"rgb must be [F, H, W, 3], got shape {rgb.shape}")
+    if disparity.shape != rgb.shape[:3]:
+        raise ValueError(f"disparity must be [F, H, W] = {rgb.shape[:3]}, got shape {disparity.shape}")
+    if len(c2w) != num_frames or len(intrinsics) != num_frames:
+        raise ValueError(
+            f"need one camera per frame: {num_frames} frames, {len(c2w)} poses, {len(intrinsics)} intrinsics rows"
+        )
+    if frame_stride < 1 or pixel_stride < 1:
+        raise ValueError(f"frame_stride and pixel_stride must be >= 1, got {frame_stride} and {pixel_stride}")
+    if reference_disparity is not None:
+        scale, shift = fit_scale_shift(disparity[0], reference_disparity)
+        disparity = scale * disparity + shift
+    points, colors = [], []
+    for index in range(0, num_frames, frame_stride):
+        depth = disparity_to_depth(disparity[index], near, far)
+        points.append(unproject(depth, intrinsics[index], c2w[index], pixel_stride).reshape(-1, 3))
+        colors.append(rgb[index, ::pixel_stride, ::pixel_stride].reshape(-1, 3))
+    cloud = PointCloud(np.concatenate(points), np.concatenate(colors).astype(np.uint8))
+    if voxel_size is None:
+        first_depth = disparity_to_depth(disparity[0], near, far)
+        focal_pixels = intrinsics[0][0] * rgb.shape[2]
+        voxel_size = float(np.median(first_depth)) * pixel_stride / focal_pixels
+    return voxel_downsample(cloud, voxel_size) if voxel_size > 0 else cloud
+
+
+def write_ply(path: str | Path, cloud: PointCloud) -> Path:
+    """Binary PLY with float32 x, y, z and uint8 red, green, blue per vertex."""
+    vertices = np.empty(len(cloud), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"),
+                                           ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    for axis, name in enumerate("xyz"):
+        vertices[name] = cloud.points[:, axis]
+    for channel, name in enumerate(("red", "green", "blue")):
+        vertices[name] = cloud.colors[:, channel]
+    buffer = io.BytesIO()
+    PlyData([PlyElement.describe(vertices, "vertex")], byte_order="<").write(buffer)
+    path = Path(path)
+    atomic_write(path, buffer.getvalue())
+    return path
+
+
+def read_ply(path: str | Path) -> PointCloud:
+    """The vertices and colours of a PLY written by :func:`write_ply`."""
+    vertex = PlyData.read(str(path))["vertex"]
+    points = np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=1).astype(np.float64)
+    colors = np.stack([vertex["red"], vertex["green"], vertex["blue"]], axis=1).astype(np.uint8)
+    return PointCloud(points, colors)
+
+
+def write_colmap_points(path: str | Path, cloud: PointCloud) -> Path:
+    """COLMAP `points3D.txt` of the cloud: one point per line, no 2-D observations (empty tracks)."""
+    lines = ["# 3D point list: POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] (empty: lifted from depth)"]
+    if len(cloud):
+        table = np.column_stack([np.arange(1, len(cloud) + 1), cloud.points, cloud.colors, np.zeros(len(cloud))])
+        buffer = io.StringIO()
+        np.savetxt(buffer, table, fmt=["%d", "%.7g", "%.7g", "%.7g", "%d", "%d", "%d", "%d"])
+        lines.append(buffer.getvalue().rstrip("\n"))
+    path = Path(path)
+    atomic_write(path, ("\n".join(lines) + "\n").encode())
+    return path
+
+
+@dataclass
+class GeneratedRun:
+    """What a run folder holds: frames, depth frames as disparity in [0, 1], cameras and the frame-0 input depth."""
+
+    rgb: np.ndarray
+    disparity: np.ndarray
+    trajectory: CameraTrajectory
+    input_disparity: np.ndarray | None
+
+
+def _read_video(path: Path) -> np.ndarray:
+    """All frames of a video as [F, H, W, 3] uint8."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: a run folder holds video.mp4, depth.mp4 and params.json")
+    return np.stack([np.asarray(frame)[..., :3] for frame in imageio.mimread(path, memtest=False)])
+
+
+def load_run(run_dir: str | Path, input_depth: str | Path | None = None) -> GeneratedRun:
+    """Read a folder written by ``DualCamCtrlOutput.save``; `input_depth` overrides its `input_depth.png`."""
+    run_dir = Path(run_dir)
+    params_path = run_dir / "params.json"
+    if not params_path.is_file():
+        raise FileNotFoundError(f"{params_path} not found: RUN_DIR must be a folder written by a generation")
+    camera = json.loads(params_path.read_text()).get("camera") or {}
+    if camera.get("type") != "trajectory":
+        raise ValueError(f"{params_path}: the run's cameras are unknown (camera type {camera.get('type')!r}); "
+                         "3D export needs a run generated from a camera trajectory")
+    trajectory = CameraTrajectory.from_realestate10k(camera["realestate10k"])
+    rgb = _read_video(run_dir / "video.mp4")
+    disparity = _read_video(run_dir / "depth.mp4").mean(axis=-1) / 255.0
+    if rgb.shape[:3] != disparity.shape or len(rgb) != len(trajectory):
+        raise ValueError(f"{run_dir}: video {list(rgb.shape[:3])}, depth video {list(disparity.shape)} and "
+                         f"{len(trajectory)} cameras do not match")
+    depth_path = Path(input_depth) if input_depth is not None else run_dir / INPUT_DEPTH_FILE
+    input_disparity = None
+    if input_depth is None and not depth_path.is_file():
+        warnings.warn(f"{depth_path} not found: the depth video is lifted without fitting it to the input depth",
+                      stacklevel=2)
+    else:
+        with Image.open(depth_path) as image:
+            depth_image = image.convert("L")
+        if depth_image.size != (rgb.shape[2], rgb.shape[1]):
+            raise ValueError(f"{depth_path}: input depth is {depth_image.width}x{depth_image.height}, "
+                             f"the video is {rgb.shape[2]}x{rgb.shape[1]}")
+        input_disparity = np.asarray(depth_image, dtype=np.float64) / 255.0
+    return GeneratedRun(rgb, disparity, trajectory.relative(), input_disparity)
+
+
+def export_run(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    input_depth: str | Path | None = None,
+    frame_stride: int = 4,
+    pixel_stride: int = 2,
+    near: float = 1.0,
+    far: float = 10.0,
+    voxel_size: float | None = None,
+) -> dict[str, Path]:
+    """Write `points.ply`, the frames as `images/frame_NNNNN.png` and the COLMAP text model `sparse/0/`.
+
+    Returns the written paths by name ("points.ply", "images", "sparse").
+    """
+    run = load_run(run_dir, input_depth)
+    out_dir = Path(out_dir) if out_dir is not None else Path(run_dir)
+    cloud = lift_frames(
+        run.rgb, run.disparity, run.trajectory.c2w, run.trajectory.intrinsics, run.input_disparity,
+        frame_stride=frame_stride, pixel_stride=pixel_stride, near=near, far=far, voxel_size=voxel_size,
+    )
+    # Image names follow CameraTrajectory.save(format="colmap"), which writes cameras.txt and images.txt.
+    for index, frame in enumerate(tqdm(run.rgb, desc="Writing frames", leave=False)):
+        png = io.BytesIO()
+        Image.fromarray(frame).save(png, format="PNG", compress_level=1)
+        atomic_write(out_dir / "images" / f"frame_{index:05d}.png", png.getvalue())
+    height, width = run.rgb.shape[1:3]
+    sparse = out_dir / "sparse" / "0"
+    CameraTrajectory(run.trajectory.c2w, run.trajectory.intrinsics, (width, height)).save(sparse, format="colmap")
+    write_colmap_points(sparse / "points3D.txt", cloud)
+    ply = write_ply(out_dir / "points.ply", cloud)
+    return {"points.ply": ply, "images": out_dir / "images", "sparse": sparse}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `dualcam export-3d`."""
+    parser.add_argument("run_dir", type=Path, help="folder written by a generation (video.mp4, depth.mp4, params.json)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR)")
+    parser.add_argument("--input-depth", type=Path, default=None,
+                        help=f"frame-0 depth map to fit the depth scale to (default: RUN_DIR/{INPUT_DEPTH_FILE})")
+    parser.add_argument("--frame-stride", type=int, default=4, help="lift every N-th frame (default 4)")
+    parser.add_argument("--pixel-stride", type=int, default=2, help="lift every N-th pixel per axis (default 2)")
+    parser.add_argument("--near", type=float, default=1.0, help="distance of the nearest depth value (default 1)")
+    parser.add_argument("--far", type=float, default=10.0, help="distance of the farthest depth value (default 10)")
+    parser.add_argument("--voxel-size", type=float, default=None,
+                        help="voxel edge for downsampling; 0 keeps every point (default: one pixel at median depth)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`dualcam export-3d`: write the point cloud and COLMAP model of a generated run."""
+    written = export_run(
+        args.run_dir, args.out, args.input_depth, frame_stride=args.frame_stride, pixel_stride=args.pixel_stride,
+        near=args.near, far=args.far, voxel_size=args.voxel_size,
+    )
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    return 0

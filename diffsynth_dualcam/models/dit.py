@@ -1,0 +1,242 @@
+"""The DualCamCtrl DiT: Wan's camera-controlled DiT plus a depth branch fused with it by SIGMA layers (SPEC §3)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from diffsynth.core.gradient import gradient_checkpoint_forward
+from diffsynth.models.wan_video_dit import DiTBlock, WanModel, sinusoidal_embedding_1d
+from torch import nn
+
+from .config import normalize_config
+from .fusion import Grid, LinearFusion, SigmaFusion, StackFusion, volume_to_tokens
+
+if TYPE_CHECKING:
+    from ..cache import StepCache
+
+
+def _check_block_list(
+    name: str, blocks: Sequence[int] | None, allowed: Sequence[int], allowed_name: str
+) -> list[int]:
+    blocks = [int(block) for block in blocks or ()]  # the reference accepts None for "no blocks"
+    if len(set(blocks)) != len(blocks):
+        raise ValueError(f"{name} has repeated entries: {blocks}")
+    outside = [block for block in blocks if block not in allowed]
+    if outside:
+        raise ValueError(f"{name} entries {outside} are not in {allowed_name} {list(allowed)}")
+    return blocks
+
+
+class DualCamCtrlDiT(WanModel):
+    """Wan DiT with a second stack of ``DiTBlock``s for depth and SIGMA fusion between the two streams.
+
+    ``control_blocks[k]`` is the depth block running beside RGB block ``control_block_index[k]``;
+    ``rgb_zero_inits[j]`` fuses RGB into depth before depth block ``rgb_inject_blocks[j]``;
+    ``control_zero_inits[j]`` fuses depth into RGB after depth block ``depth_inject_blocks[j]``.
+    The fusion kind follows ``use_gate_3d_linear`` / ``update`` (see ``diffsynth_dualcam.models.fusion``).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        in_dim: int,
+        ffn_dim: int,
+        out_dim: int,
+        text_dim: int,
+        freq_dim: int,
+        eps: float,
+        patch_size: Sequence[int],
+        num_heads: int,
+        num_layers: int,
+        has_image_input: bool,
+        add_control_adapter: bool = False,
+        in_dim_control_adapter: int = 24,
+        rgb_inject_blocks: Sequence[int] | None = (),
+        depth_inject_blocks: Sequence[int] | None = (),
+        control_block_index: Sequence[int] | None = (),
+        use_gate_3d_linear: bool = True,
+        update: bool = False,
+    ) -> None:
+        control_block_index = _check_block_list(
+            "control_block_index", control_block_index, range(num_layers), f"range(num_layers={num_layers})"
+        )
+        rgb_inject_blocks = _check_block_list(
+            "rgb_inject_blocks", rgb_inject_blocks, control_block_index, "control_block_index"
+        )
+        depth_inject_blocks = _check_block_list(
+            "depth_inject_blocks", depth_inject_blocks, control_block_index, "control_block_index"
+        )
+        super().__init__(
+            dim=dim, in_dim=in_dim, ffn_dim=ffn_dim, out_dim=out_dim, text_dim=text_dim, freq_dim=freq_dim, eps=eps,
+            patch_size=tuple(patch_size), num_heads=num_heads, num_layers=num_layers,
+            has_image_input=has_image_input, add_control_adapter=add_control_adapter,
+            in_dim_control_adapter=in_dim_control_adapter,
+        )
+        head_dim = dim // num_heads
+        if dim % num_heads or head_dim % 2 or sum(part.shape[1] for part in self.freqs) != head_dim // 2:
+            raise ValueError(
+                f"dim / num_heads = {dim} / {num_heads} does not give a head size that Wan's 3D RoPE splits over "
+                "(frame, height, width); use e.g. 128 (Wan 1.3B), 24 or 12"
+            )
+        self.config: dict[str, Any] = normalize_config({
+            "dim": dim, "in_dim": in_dim, "ffn_dim": ffn_dim, "out_dim": out_dim, "text_dim": text_dim,
+            "freq_dim": freq_dim, "eps": eps, "patch_size": patch_size, "num_heads": num_heads,
+            "num_layers": num_layers, "has_image_input": has_image_input, "add_control_adapter": add_control_adapter,
+            "in_dim_control_adapter": in_dim_control_adapter, "rgb_inject_blocks": rgb_inject_blocks,
+            "depth_inject_blocks": depth_inject_blocks, "control_block_index": control_block_index,
+            "use_gate_3d_linear": use_gate_3d_linear, "update": update,
+        })
+        self.control_block_index = control_block_index
+        self.rgb_inject_blocks = rgb_inject_blocks
+        self.depth_inject_blocks = depth_inject_blocks
+        self.use_gate_3d_linear = use_gate_3d_linear
+        self.update = update
+        self.control_blocks = nn.ModuleList(
+            DiTBlock(has_image_input, dim, num_heads, ffn_dim, eps) for _ in control_block_index
+        )
+        self.rgb_zero_inits = nn.ModuleList(self._new_fusion(reads_depth=False) for _ in rgb_inject_blocks)
+        self.control_zero_inits = nn.ModuleList(self._new_fusion(reads_depth=True) for _ in depth_inject_blocks)
+
+    def _new_fusion(self, reads_depth: bool) -> nn.Module:
+        # The reference's choice: update only matters for the 3D fusion; the Linear kind ignores it.
+        if self.use_gate_3d_linear:
+            return StackFusion(self.dim) if self.update else SigmaFusion(self.dim)
+        return LinearFusion(self.dim, reads_depth=reads_depth)
+
+    def patchify(
+        self,
+        x: torch.Tensor,
+        control_camera_latents_input: torch.Tensor | None = None,
+        enable_wantodance_global: bool = False,
+    ) -> torch.Tensor:
+        """Patch-embed [B, in_dim, T, H, W] to [B, dim, f, h, w], adding the camera adapter's output if given.
+
+        Upstream ``WanModel.patchify`` keeps only the first sample when a camera is given; this keeps the batch.
+        """
+        if enable_wantodance_global:
+            raise ValueError("DualCamCtrlDiT has no WanToDance global patch embedding")
+        volume = self.patch_embedding(x)
+        if self.control_adapter is not None and control_camera_latents_input is not None:
+            volume = volume + self.control_adapter(control_camera_latents_input)
+        return volume
+
+    def embed_camera(self, camera_latents: torch.Tensor) -> torch.Tensor:
+        """Camera-adapter tokens [B, f*h*w, dim] of packed Plücker latents [B, in_dim_control_adapter, T, H, W].
+
+        The result depends on the camera only: compute it once per generation and pass ``camera_embedding=``.
+        """
+        if self.control_adapter is None:
+            raise ValueError("camera given, but this DiT has no camera adapter (add_control_adapter=False)")
+        channels = self.config["in_dim_control_adapter"]
+        if camera_latents.ndim != 5 or camera_latents.shape[1] != channels:
+            raise ValueError(
+                f"camera_latents must be [B, {channels}, T, H, W] packed Plücker maps, got {list(camera_latents.shape)}"
+            )
+        return volume_to_tokens(self.control_adapter(camera_latents))
+
+    def rope_frequencies(self, grid: Grid, device: torch.device) -> torch.Tensor:
+        """Wan's 3D RoPE frequencies [f*h*w, 1, head_dim // 2] for a token grid (f, h, w)."""
+        f, h, w = grid
+        return torch.cat([
+            self.freqs[0][:f].view(f, 1, 1, -1).expand(f, h, w, -1),
+            self.freqs[1][:h].view(1, h, 1, -1).expand(f, h, w, -1),
+            self.freqs[2][:w].view(1, 1, w, -1).expand(f, h, w, -1),
+        ], dim=-1).reshape(f * h * w, 1, -1).to(device)
+
+    def _tokens(self, latents: torch.Tensor, condition: torch.Tensor | None, name: str) -> tuple[torch.Tensor, Grid]:
+        inputs = latents if condition is None else torch.cat([latents, condition], dim=1)
+        if inputs.ndim != 5 or inputs.shape[1] != self.in_dim:
+            raise ValueError(
+                f"{name} (with its conditioning latents) must be [B, {self.in_dim}, T, H, W] together, "
+                f"got {list(inputs.shape)}"
+            )
+        volume = self.patchify(inputs)
+        return volume_to_tokens(volume), tuple(volume.shape[2:])
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        depth_latents: torch.Tensor,
+        timestep: torch.Tensor,
+        context: torch.Tensor,
+        clip_feature: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+        depth_y: torch.Tensor | None = None,
+        camera_latents: torch.Tensor | None = None,
+        camera_embedding: torch.Tensor | None = None,
+        use_gradient_checkpointing: bool = False,
+        use_gradient_checkpointing_offload: bool = False,
+        step_cache: StepCache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Velocities (RGB, depth), each [B, out_dim, T, H, W], for noisy RGB ``x`` and noisy ``depth_latents``.
+
+        ``y`` / ``depth_y`` are the first-frame conditioning latents of each branch, ``camera_latents`` packed
+        Plücker maps, or ``camera_embedding`` their cached ``embed_camera`` tokens. ``step_cache`` may replace
+        the block stack of both branches by its cached residuals (``diffsynth_dualcam.cache``).
+        """
+        if (y is None) != (depth_y is None):
+            raise ValueError("give both y and depth_y (the RGB and depth conditioning latents) or neither")
+        t_emb = self.time_embedding(sinusoidal_embedding_1d(self.freq_dim, timestep).to(x.dtype))
+        t_mod = self.time_projection(t_emb).unflatten(1, (6, self.dim))
+        ctx = self.text_embedding(context)
+        if self.has_image_input:
+            if clip_feature is None:
+                raise ValueError("clip_feature [B, 257, 1280] is required: this DiT was built with has_image_input")
+            ctx = torch.cat([self.img_emb(clip_feature), ctx], dim=1)
+
+        rgb, grid = self._tokens(x, y, "x")
+        depth, depth_grid = self._tokens(depth_latents, depth_y, "depth_latents")
+        if depth_grid != grid:
+            raise ValueError(f"depth_latents give a token grid {depth_grid}, the RGB latents {grid}")
+        if camera_embedding is None and camera_latents is not None:
+            camera_embedding = self.embed_camera(camera_latents)
+        if camera_embedding is not None:
+            if camera_embedding.shape[1:] != rgb.shape[1:]:
+                raise ValueError(
+                    f"camera embedding has {list(camera_embedding.shape[1:])} tokens x channels, the latents "
+                    f"{list(rgb.shape[1:])}: the camera maps must be 8x the latent size"
+                )
+            rgb = rgb + camera_embedding
+            depth = depth + camera_embedding
+        freqs = self.rope_frequencies(grid, rgb.device)
+
+        def run(module: nn.Module, *args: Any) -> torch.Tensor:
+            return gradient_checkpoint_forward(
+                module, use_gradient_checkpointing, use_gradient_checkpointing_offload, *args
+            )
+
+        def run_blocks(rgb: torch.Tensor, depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            for index, block in enumerate(self.blocks):
+                if index in self.control_block_index:
+                    if index in self.rgb_inject_blocks:
+                        fusion = self.rgb_zero_inits[self.rgb_inject_blocks.index(index)]
+                        depth = depth + run(fusion, rgb, depth, grid)
+                    depth_block = self.control_blocks[self.control_block_index.index(index)]
+                    depth = run(depth_block, depth, ctx, t_mod, freqs)
+                    if index in self.depth_inject_blocks:
+                        fusion = self.control_zero_inits[self.depth_inject_blocks.index(index)]
+                        rgb = rgb + run(fusion, rgb, depth, grid)
+                rgb = run(block, rgb, ctx, t_mod, freqs)
+            return rgb, depth
+
+        if step_cache is None:
+            rgb, depth = run_blocks(rgb, depth)
+        else:
+            rgb, depth = step_cache(self, rgb, depth, t_mod, run_blocks)
+        return self.unpatchify(self.head(rgb, t_emb), grid), self.unpatchify(self.head(depth, t_emb), grid)
+
+    def copy_rgb_blocks_to_depth(self) -> None:
+        """Initialise each depth block with a copy of the weights of the RGB block it runs beside."""
+        for depth_block, index in zip(self.control_blocks, self.control_block_index):
+            weights = {name: value.detach().clone() for name, value in self.blocks[index].state_dict().items()}
+            depth_block.load_state_dict(weights, assign=True)
+
+    def reset_fusion(self) -> None:
+        """Replace every fusion module with a freshly initialised one (zero output projection: adds nothing)."""
+        device, dtype = self.patch_embedding.weight.device, self.patch_embedding.weight.dtype
+        if device.type == "meta":
+            device = torch.device("cpu")
+        for modules, reads_depth in ((self.rgb_zero_inits, False), (self.control_zero_inits, True)):
+            for index in range(len(modules)):
+                modules[index] = self._new_fusion(reads_depth).to(device=device, dtype=dtype)

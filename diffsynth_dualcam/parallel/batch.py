@@ -1,0 +1,167 @@
+"""Data-parallel generation of many clips: ``dualcam generate --batch-file jobs.jsonl``, one process per GPU.
+
+A batch file holds one JSON object per line (blank lines and ``#`` comments skipped), or one JSON array of them.
+Each object is one clip: ``name`` (its output folder under ``--out``) plus any per-clip option of
+``dualcam generate`` under its long name (``image``, ``depth``, ``t2v``, ``trajectory`` or ``preset``, ``speed``,
+``source_size``, ``prompt``, ``negative_prompt``, ``size``, ``frames``, ``steps``, ``cfg``, ``seed``, ``fps``,
+``step_cache``). Sizes are ``"WxH"`` strings or ``[W, H]`` pairs; relative paths are relative to the batch file.
+Model options (``--tiny``, ``--checkpoint``, ``--device``, ...) come from the command line and are shared.
+
+Under ``torchrun --nproc_per_node N`` process ``RANK`` takes clips ``RANK, RANK + N, ...`` and its GPU
+``LOCAL_RANK``; the processes need no communication. Clips whose folder already holds a ``params.json`` (written
+last) are skipped, so an interrupted batch resumes where it stopped.
+
+    torchrun --nproc_per_node 8 -m diffsynth_dualcam generate --batch-file jobs.jsonl --out outputs/batch
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, NoReturn
+
+from tqdm import tqdm
+
+from .sequence import local_device
+
+#: Per-clip options a job may set: long option name -> whether its value is a path (resolved against the file).
+JOB_OPTIONS: dict[str, bool] = {
+    "image": True, "depth": True, "t2v": False, "trajectory": True, "preset": False, "speed": False,
+    "source_size": False, "prompt": False, "negative_prompt": False, "size": False, "frames": False,
+    "steps": False, "cfg": False, "seed": False, "fps": False, "step_cache": False,
+}
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+DONE_MARKER = "params.json"
+
+
+def load_jobs(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The clips of a batch file, checked: each has a unique safe ``name`` and only known options."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--batch-file: no such file: {path}")
+    text = path.read_text()
+    if text.lstrip().startswith("["):
+        try:
+            entries = list(enumerate(json.loads(text), start=1))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--batch-file {path}: not valid JSON ({error})") from None
+        where = "entry"
+    else:
+        entries = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip() and not line.lstrip().startswith("#"):
+                try:
+                    entries.append((number, json.loads(line)))
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"--batch-file {path}: line {number} is not a JSON object ({error})") from None
+        where = "line"
+    if not entries:
+        raise ValueError(f"--batch-file {path}: no clips in the file")
+    jobs, names = [], set()
+    for number, job in entries:
+        prefix = f"--batch-file {path}: {where} {number}"
+        if not isinstance(job, dict):
+            raise ValueError(f"{prefix}: expected a JSON object, got {type(job).__name__}")
+        name = job.get("name")
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            raise ValueError(f"{prefix}: 'name' must be a folder name of letters, digits, '.', '_' or '-', "
+                             f"got {name!r}")
+        if name in names:
+            raise ValueError(f"{prefix}: the name {name!r} is used twice")
+        names.add(name)
+        unknown = sorted(set(job) - set(JOB_OPTIONS) - {"name"})
+        if unknown:
+            raise ValueError(f"{prefix}: unknown keys {unknown}; a clip may set 'name' and {sorted(JOB_OPTIONS)}")
+        jobs.append({key: _resolve(key, value, path.parent) for key, value in job.items()})
+    return jobs
+
+
+def _resolve(key: str, value: Any, base: Path) -> Any:
+    if JOB_OPTIONS.get(key) and isinstance(value, str):
+        return str(base / value)
+    return value
+
+
+def job_arguments(job: dict[str, Any]) -> list[str]:
+    """Command-line tokens of ``dualcam generate`` for a clip's options (``name`` excluded)."""
+    tokens = []
+    for key, value in job.items():
+        if key == "name" or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            tokens.append(flag)
+        elif isinstance(value, (list, tuple)):
+            if len(value) != 2:
+                raise ValueError(f"clip {job['name']!r}: {key} must be [width, height] or 'WxH', got {value!r}")
+            tokens += [flag, f"{value[0]}x{value[1]}"]
+        else:
+            tokens += [flag, str(value)]
+    return tokens
+
+
+def process_share(num_jobs: int, rank: int, world_size: int) -> list[int]:
+    """Indices of the clips process ``rank`` of ``world_size`` generates (round robin, so shares differ by one)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside a world of {world_size} processes")
+    return list(range(rank, num_jobs, world_size))
+
+
+def launch_rank() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process under ``torchrun``; ``(0, 1)`` when run alone."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def is_done(out_dir: str | os.PathLike) -> bool:
+    """Whether a clip's folder holds a finished generation (its ``params.json`` is written last)."""
+    return (Path(out_dir) / DONE_MARKER).is_file()
+
+
+class _ClipParser(argparse.ArgumentParser):
+    """``dualcam generate``'s parser that raises ValueError instead of exiting on a bad clip."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(message)
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    """Generate this process's share of ``args.batch_file`` into ``args.out/<name>``; returns the exit code.
+
+    The command line's options are defaults for every clip; a clip's own options override them. Every clip of the
+    share is checked before the models load.
+    """
+    from ..pipeline import cli as generate_cli
+
+    jobs = load_jobs(args.batch_file)
+    if args.sequence_parallel:
+        raise ValueError("--sequence-parallel splits one clip over the processes, --batch-file splits the clips: "
+                         "use one of them")
+    rank, world_size = launch_rank()
+    defaults = {**vars(args), "batch_file": None, "device": local_device(args.device)}
+    parser = _ClipParser(prog="dualcam generate (batch clip)")
+    generate_cli.add_arguments(parser)
+    parser.set_defaults(**defaults)
+    clips = []
+    for index in process_share(len(jobs), rank, world_size):
+        job = jobs[index]
+        out_dir = Path(args.out) / job["name"]
+        if is_done(out_dir):
+            print(f"[rank {rank}] {job['name']}: already done in {out_dir}, skipped")
+            continue
+        try:
+            clip_args = parser.parse_args([*job_arguments(job), "--out", str(out_dir)])
+            clips.append((job["name"], clip_args, generate_cli.prepare_clip(clip_args)))
+        except (ValueError, FileNotFoundError) as error:
+            raise type(error)(f"clip {job['name']!r}: {error}") from None
+    print(f"[rank {rank}/{world_size}] {len(clips)} of {len(jobs)} clips to generate")
+    if not clips:
+        return 0
+    _, first_args, (first_setup, *_) = clips[0]
+    pipe = generate_cli.build_pipeline(first_args, first_setup)
+    generate_cli.configure_pipeline(pipe, first_args)
+    for name, clip_args, prepared in tqdm(clips, desc=f"rank {rank} clips", disable=len(clips) < 2):
+        written = generate_cli.generate_clip(pipe, clip_args, *prepared).save(clip_args.out, fps=clip_args.fps)
+        print(f"[rank {rank}] {name}: wrote {len(written)} files to {clip_args.out}")
+    return 0

@@ -1,0 +1,239 @@
+"""Sequence-parallel inference of ``DualCamCtrlDiT`` over ``torch.distributed`` (Ulysses, DiffSynth's USP pattern).
+
+Each rank holds a contiguous range of latent frames of both streams (RGB and depth tokens of the same frames).
+``enable_sequence_parallel`` rebinds methods of one DiT instance, as DiffSynth's ``enable_usp`` does, and leaves
+its ``forward`` (the block order of SPEC §3) untouched:
+
+- ``patchify`` / ``embed_camera`` embed only the rank's frames, so every token stream in ``forward`` is a shard;
+- ``rope_frequencies`` returns the RoPE rows of the shard's frames;
+- self-attention of every RGB and depth block swaps the sequence split for a head split with one all-to-all
+  (Ulysses), attends over all tokens with DiffSynth's attention kernel, and swaps back;
+- SIGMA fusion is a 3D convolution across frames, so the shard exchanges a halo of frames with its neighbours
+  before its depthwise temporal convolutions (three 3x3x3 kernels: 3 frames each side) and drops it after;
+  every other fusion op is per token;
+- ``unpatchify`` gathers the per-token head outputs of all ranks before folding them into the video.
+
+Cross-attention, modulation, the FFN and the heads are per token and run on the shard unchanged. The result equals
+the single-process forward up to float rounding. When xfuser is installed and the DiT is on a GPU, attention goes
+through ``xFuserLongContextAttention`` as in DiffSynth (its Ulysses/ring kernels need equal shards, so it is used
+only when the frames split evenly). Inference only: the collectives carry no gradients.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import types
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from diffsynth.models.wan_video_dit import SelfAttention, flash_attention, rope_apply
+from einops import rearrange
+from torch import nn
+from torch.distributed import ProcessGroup
+
+from ..models import DualCamCtrlDiT, SigmaFusion
+from ..models.fusion import Grid
+from .comm import FrameShards, exchange_halo, gather_tokens, heads_to_sequence, sequence_to_heads
+
+
+@dataclass
+class SequenceParallelState:
+    """The process group of a sequence-parallel DiT and the frame split of its current forward call."""
+
+    group: ProcessGroup | None
+    rank: int
+    world_size: int
+    halo: int
+    use_xfuser: bool
+    shards: FrameShards | None = None
+    tokens_per_frame: int = 0
+
+    def split(self, frames: int) -> FrameShards:
+        """Set and return the frame split of ``frames``; checks every shard is wide enough for the halo."""
+        shards = FrameShards(frames, self.world_size)
+        if self.world_size > 1 and min(shards.counts) < self.halo:
+            raise ValueError(
+                f"sequence parallel over {self.world_size} ranks needs at least {self.halo} latent frames per rank "
+                f"for the fusion halo; got {frames} latent frames (split {shards.counts}): use fewer ranks"
+            )
+        self.shards = shards
+        return shards
+
+    def token_counts(self) -> list[int]:
+        """Tokens held by each rank in the current split."""
+        if self.shards is None:
+            raise RuntimeError("no frame split yet: the DiT's patchify sets it at the start of forward")
+        return [count * self.tokens_per_frame for count in self.shards.counts]
+
+
+def init_distributed(backend: str | None = None) -> tuple[int, int]:
+    """Join the ``torchrun`` process group (NCCL on GPUs, gloo on CPU); returns ``(rank, world_size)``.
+
+    On GPUs each process takes the device of its ``LOCAL_RANK``, and xfuser's Ulysses group spanning all ranks is
+    set up when xfuser is installed (as DiffSynth's ``initialize_usp`` does).
+    """
+    if not dist.is_initialized():
+        if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+            raise ValueError("no RANK/WORLD_SIZE in the environment: launch with torchrun --nproc_per_node N")
+        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(backend=backend, init_method="env://")
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    if dist.get_backend() == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
+        if xfuser_available():
+            from xfuser.core.distributed import init_distributed_environment, initialize_model_parallel
+
+            init_distributed_environment(rank=rank, world_size=world_size)
+            initialize_model_parallel(
+                sequence_parallel_degree=world_size, ring_degree=1, ulysses_degree=world_size
+            )
+    return rank, world_size
+
+
+def local_device(device: str) -> str:
+    """``device`` for this ``torchrun`` process: a bare ``cuda`` becomes ``cuda:LOCAL_RANK``, anything else stays."""
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
+
+
+def _fusion_halo(dit: nn.Module) -> int:
+    """Frames each side a SIGMA fusion reads past a shard: the summed temporal radii of its depthwise convs."""
+    halos = [
+        sum(conv.kernel_size[0] // 2 for conv in module.fuse_temporal)
+        for module in dit.modules() if isinstance(module, SigmaFusion)
+    ]
+    return max(halos, default=0)
+
+
+def xfuser_available() -> bool:
+    """Whether xfuser (and its yunchang dependency) can be imported."""
+    return importlib.util.find_spec("xfuser") is not None and importlib.util.find_spec("yunchang") is not None
+
+
+def enable_sequence_parallel(
+    dit: DualCamCtrlDiT, group: ProcessGroup | None = None, use_xfuser: bool | None = None
+) -> DualCamCtrlDiT:
+    """Make ``dit.forward`` run sequence-parallel over ``group`` (default: the whole initialised process group).
+
+    ``use_xfuser=None`` picks xfuser's attention when it is installed, the group is the whole world and the DiT is
+    on a CUDA device (``init_distributed`` then has set up xfuser's parallel state).
+    """
+    if not dist.is_initialized():
+        raise ValueError("torch.distributed is not initialised: call init_distributed() under torchrun first")
+    if getattr(dit, "sequence_parallel", None) is not None:
+        raise ValueError("sequence parallel is already enabled on this DiT")
+    world_size = dist.get_world_size(group)
+    num_heads = dit.blocks[0].self_attn.num_heads
+    if num_heads % world_size:
+        raise ValueError(f"the DiT's {num_heads} attention heads cannot be split over {world_size} ranks")
+    if use_xfuser is None:
+        use_xfuser = group is None and xfuser_available() and next(dit.parameters()).device.type == "cuda"
+    state = SequenceParallelState(
+        group=group, rank=dist.get_rank(group), world_size=world_size, halo=_fusion_halo(dit), use_xfuser=use_xfuser
+    )
+    dit.sequence_parallel = state
+    for name in ("patchify", "embed_camera", "rope_frequencies", "unpatchify"):
+        original = getattr(dit, name)
+        setattr(dit, name, types.MethodType(_SHARDED_METHODS[name](original, state), dit))
+    for module in dit.modules():
+        if isinstance(module, SelfAttention):
+            module.forward = types.MethodType(_ulysses_self_attention(state), module)
+        elif isinstance(module, SigmaFusion) and world_size > 1:
+            _add_fusion_halo(module, state)
+    return dit
+
+
+def _frame_slice(volume: torch.Tensor, shards: FrameShards, rank: int, frames_per_token: int) -> torch.Tensor:
+    start, stop = shards.bounds(rank)
+    return volume[:, :, start * frames_per_token:stop * frames_per_token]
+
+
+def _sharded_patchify(original, state: SequenceParallelState):
+    def patchify(self, x: torch.Tensor, control_camera_latents_input: torch.Tensor | None = None,
+                 enable_wantodance_global: bool = False) -> torch.Tensor:
+        frames_per_token = self.patch_size[0]
+        shards = state.split(x.shape[2] // frames_per_token)
+        camera = control_camera_latents_input
+        if camera is not None:
+            camera = _frame_slice(camera, shards, state.rank, frames_per_token)
+        volume = original(_frame_slice(x, shards, state.rank, frames_per_token), camera, enable_wantodance_global)
+        state.tokens_per_frame = volume.shape[3] * volume.shape[4]
+        return volume
+    return patchify
+
+
+def _sharded_embed_camera(original, state: SequenceParallelState):
+    def embed_camera(self, camera_latents: torch.Tensor) -> torch.Tensor:
+        shards = FrameShards(camera_latents.shape[2] // self.patch_size[0], state.world_size)
+        return original(_frame_slice(camera_latents, shards, state.rank, self.patch_size[0]))
+    return embed_camera
+
+
+def _sharded_rope_frequencies(original, state: SequenceParallelState):
+    def rope_frequencies(self, grid: Grid, device: torch.device) -> torch.Tensor:
+        _, h, w = grid
+        start, stop = state.shards.bounds(state.rank)
+        return original((state.shards.frames, h, w), device)[start * h * w:stop * h * w]
+    return rope_frequencies
+
+
+def _gathering_unpatchify(original, state: SequenceParallelState):
+    def unpatchify(self, x: torch.Tensor, grid_size: Grid) -> torch.Tensor:
+        _, h, w = grid_size
+        return original(gather_tokens(x, state.token_counts(), state.group), (state.shards.frames, h, w))
+    return unpatchify
+
+
+_SHARDED_METHODS = {
+    "patchify": _sharded_patchify,
+    "embed_camera": _sharded_embed_camera,
+    "rope_frequencies": _sharded_rope_frequencies,
+    "unpatchify": _gathering_unpatchify,
+}
+
+
+def _ulysses_self_attention(state: SequenceParallelState):
+    def forward(self: SelfAttention, x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+        q = rope_apply(self.norm_q(self.q(x)), freqs, self.num_heads)
+        k = rope_apply(self.norm_k(self.k(x)), freqs, self.num_heads)
+        v = self.v(x)
+        counts = state.token_counts()
+        if state.use_xfuser and len(set(counts)) == 1:
+            out = _xfuser_attention(q, k, v, self.num_heads)
+        else:
+            local_heads = self.num_heads // state.world_size
+            q, k, v = (sequence_to_heads(t, counts, state.group) for t in (q, k, v))
+            out = heads_to_sequence(flash_attention(q, k, v, num_heads=local_heads), counts, state.group)
+        return self.o(out)
+    return forward
+
+
+def _xfuser_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int) -> torch.Tensor:
+    from xfuser.core.long_ctx_attention import xFuserLongContextAttention
+    from yunchang.kernels import AttnType
+
+    q, k, v = (rearrange(t, "b s (n d) -> b s n d", n=num_heads) for t in (q, k, v))
+    out = xFuserLongContextAttention(attn_type=AttnType.FA, ring_impl_type="basic")(None, query=q, key=k, value=v)
+    return out.flatten(2)
+
+
+def _add_fusion_halo(fusion: SigmaFusion, state: SequenceParallelState) -> None:
+    """Wrap the temporal conv stack: the first conv reads the shard plus halos, the last drops the halos."""
+    convs = fusion.fuse_temporal
+    first, last = convs[0], convs[len(convs) - 1]
+    first_forward, last_forward = first.forward, last.forward
+    before = state.halo if state.rank > 0 else 0
+    after = state.halo if state.rank < state.world_size - 1 else 0
+
+    def drop_halo(volume: torch.Tensor) -> torch.Tensor:
+        return volume[:, :, before:volume.shape[2] - after]
+
+    def forward_first(volume: torch.Tensor) -> torch.Tensor:
+        out = first_forward(exchange_halo(volume, state.halo, state.group))
+        return drop_halo(out) if first is last else out
+
+    first.forward = forward_first
+    if first is not last:
+        last.forward = lambda volume: drop_halo(last_forward(volume))

@@ -1,0 +1,272 @@
+"""`dualcam generate`: one camera-controlled clip (RGB + depth) from an image, its depth map and a camera path."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..camera import CameraTrajectory
+from .dualcam import DualCamCtrlPipeline, local_official_dit, official_model_configs
+from .inputs import check_num_frames, check_size, prepare_trajectory
+from .output import DualCamCtrlOutput
+
+#: (width, height), frames, steps used when a value is not given: the official model's, and the tiny model's
+#: (small enough for a CPU).
+OFFICIAL_DEFAULTS = {"size": (720, 480), "frames": 61, "steps": 50}
+TINY_DEFAULTS = {"size": (96, 64), "frames": 9, "steps": 3}
+TINY_NOTICE = """\
+=====================================================================================================
+ NOTICE: {reason}
+ Using TINY RANDOM models: the output shows that the pipeline runs, not what DualCamCtrl generates.
+ Put the official weights in {checkpoint_dir}/ (see README, "Official weights") for real results.
+=====================================================================================================
+"""
+
+
+@dataclasses.dataclass
+class GenerationSetup:
+    """Resolved settings of one ``dualcam generate`` call."""
+
+    tiny: bool
+    reason: str
+    size: tuple[int, int]
+    frames: int
+    steps: int
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"720x480"`` (WIDTHxHEIGHT) -> (720, 480)."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 720x480, got {text!r}") from None
+    if width <= 0 or height <= 0:
+        raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
+    return width, height
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``dualcam generate``."""
+    inputs = parser.add_argument_group("inputs")
+    inputs.add_argument("--image", type=Path, help="first frame (image-to-video)")
+    inputs.add_argument("--depth", type=Path,
+                        help="8-bit grayscale disparity map of the first frame, near = bright (required with --image)")
+    inputs.add_argument("--t2v", action="store_true", help="text-to-video: no --image / --depth")
+    camera = inputs.add_mutually_exclusive_group(required=True)
+    camera.add_argument("--trajectory", type=Path,
+                        help="camera path: any format `dualcam trajectory show` reads (json, RealEstate10K .txt, "
+                             "demo .torch, COLMAP model folder, transforms.json)")
+    camera.add_argument("--preset", choices=CameraTrajectory.preset_names(),
+                        help="a named camera move (combine moves with `dualcam trajectory preset a+b`)")
+    camera.add_argument("--batch-file", type=Path,
+                        help="many clips, one JSON object per line (see diffsynth_dualcam.parallel.batch); under "
+                             "torchrun each process generates its share; other options are defaults for every clip")
+    inputs.add_argument("--speed", type=float, default=1.0, help="motion per frame of --preset (default 1.0)")
+    inputs.add_argument("--source-size", type=parse_size, metavar="WxH",
+                        help="image size the trajectory's intrinsics describe, if its file does not say "
+                             "(default: the --image size)")
+    inputs.add_argument("--prompt", default="", help="text prompt")
+    inputs.add_argument("--negative-prompt", default="", help="negative prompt")
+
+    sampling = parser.add_argument_group("sampling")
+    official, tiny = OFFICIAL_DEFAULTS, TINY_DEFAULTS
+    official_size, tiny_size = ("{}x{}".format(*defaults["size"]) for defaults in (official, tiny))
+    sampling.add_argument("--size", type=parse_size, metavar="WxH",
+                          help=f"output size, multiples of 16 (default {official_size}; tiny model {tiny_size})")
+    sampling.add_argument("--frames", type=int,
+                          help=f"frames, 4k+1 (default {official['frames']}; tiny model {tiny['frames']})")
+    sampling.add_argument("--steps", type=int,
+                          help=f"denoising steps (default {official['steps']}; tiny model {tiny['steps']})")
+    sampling.add_argument("--cfg", type=float, default=6.0, help="guidance scale (default 6.0, the published look)")
+    sampling.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    sampling.add_argument("--step-cache", type=float, metavar="THRESHOLD",
+                          help="skip DiT steps whose input changed less than THRESHOLD since the last computed one "
+                               "(TeaCache-style; 0.1-0.3 trades quality for speed; default: compute every step)")
+    sampling.add_argument("--fps", type=int, default=16, help="frame rate of the written videos (default 16)")
+    sampling.add_argument("--out", type=Path, default=Path("outputs/generate"),
+                          help="output folder (default outputs/generate)")
+
+    models = parser.add_argument_group("models")
+    models.add_argument("--tiny", action="store_true", help="use tiny random models (a quick check, no weights)")
+    models.add_argument("--checkpoint", type=Path,
+                        help="DiT safetensors (default: the official one in --checkpoint-dir)")
+    models.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints"),
+                        help="folder with the official DiT (default checkpoints/)")
+    models.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="computation device (default cuda if available, else cpu)")
+    models.add_argument("--offload", action="store_true",
+                        help="keep models in CPU memory and move each to the device only while it runs (low VRAM)")
+    models.add_argument("--compile", action="store_true",
+                        help="torch.compile the DiT blocks (regional compilation; the first step compiles)")
+    models.add_argument("--sequence-parallel", action="store_true",
+                        help="split each clip's frames over the torchrun processes, one per GPU "
+                             "(torchrun --nproc_per_node N -m diffsynth_dualcam generate ...)")
+
+
+def resolve_setup(args: argparse.Namespace) -> GenerationSetup:
+    """Pick the model (official, given checkpoint or tiny) and fill in size, frames and steps; checks the values."""
+    if args.tiny:
+        tiny, reason = True, "--tiny was given."
+    elif args.checkpoint is not None:
+        tiny, reason = False, ""
+    elif local_official_dit(args.checkpoint_dir) is None:
+        tiny, reason = True, f"the official DualCamCtrl weights were not found in {args.checkpoint_dir}/."
+    else:
+        tiny, reason = False, ""
+    defaults = TINY_DEFAULTS if tiny else OFFICIAL_DEFAULTS
+    setup = GenerationSetup(
+        tiny=tiny, reason=reason, size=args.size or defaults["size"],
+        frames=args.frames if args.frames is not None else defaults["frames"],
+        steps=args.steps if args.steps is not None else defaults["steps"],
+    )
+    try:
+        check_size(setup.size[1], setup.size[0])
+    except ValueError as error:
+        raise ValueError(f"--size: {error}") from None
+    try:
+        check_num_frames(setup.frames)
+    except ValueError as error:
+        raise ValueError(f"--frames: {error}") from None
+    if setup.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {setup.steps}")
+    if not math.isfinite(args.cfg):
+        raise ValueError(f"--cfg must be a finite number, got {args.cfg}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    if args.fps < 1:
+        raise ValueError(f"--fps must be at least 1, got {args.fps}")
+    if args.step_cache is not None and not (math.isfinite(args.step_cache) and args.step_cache >= 0):
+        raise ValueError(f"--step-cache must be a threshold >= 0, got {args.step_cache}")
+    if not math.isfinite(args.speed) or args.speed <= 0:
+        raise ValueError(f"--speed must be a positive number, got {args.speed}")
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        raise FileNotFoundError(f"--checkpoint: no such file: {args.checkpoint}")
+    return setup
+
+
+def load_image(option: str, path: Path) -> Image.Image:
+    """An image file, fully read, or an error naming the option."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{option}: no such file: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"{option}: cannot read {path} as an image ({error})") from None
+
+
+def load_inputs(
+    args: argparse.Namespace, frames: int
+) -> tuple[Image.Image | None, Image.Image | None, CameraTrajectory]:
+    """(image, depth, trajectory) from the command line, each checked."""
+    if args.t2v:
+        if args.image is not None or args.depth is not None:
+            raise ValueError("--t2v generates from the prompt alone: drop --image and --depth")
+        image = depth = None
+    else:
+        if args.image is None:
+            raise ValueError("--image is required (or --t2v for text-to-video)")
+        if args.depth is None:
+            raise ValueError(
+                "--depth is required with --image: an 8-bit grayscale disparity map of the image (near = bright), "
+                "e.g. from Video Depth Anything"
+            )
+        image, depth = load_image("--image", args.image), load_image("--depth", args.depth)
+    if args.trajectory is not None:
+        trajectory = CameraTrajectory.load(args.trajectory)
+    else:
+        trajectory = CameraTrajectory.preset(args.preset, num_frames=frames, speed=args.speed)
+    if args.source_size is not None:
+        trajectory = CameraTrajectory(trajectory.c2w, trajectory.intrinsics, args.source_size)
+    return image, depth, trajectory
+
+
+def build_pipeline(args: argparse.Namespace, setup: GenerationSetup) -> DualCamCtrlPipeline:
+    """The tiny pipeline, or the official setup (``--checkpoint`` replacing the DiT) on ``--device``."""
+    if setup.tiny:
+        from ..testing import tiny_pipeline
+
+        print(TINY_NOTICE.format(reason=setup.reason, checkpoint_dir=args.checkpoint_dir), file=sys.stderr)
+        return tiny_pipeline(device=args.device)
+    torch_dtype = torch.bfloat16 if args.device != "cpu" else torch.float32
+    offload = {}
+    if args.offload:
+        offload = {"offload_device": "cpu", "offload_dtype": torch_dtype, "onload_device": "cpu",
+                   "onload_dtype": torch_dtype, "preparing_device": args.device, "preparing_dtype": torch_dtype,
+                   "computation_device": args.device, "computation_dtype": torch_dtype}
+    model_configs = official_model_configs(args.checkpoint_dir, dit_path=args.checkpoint, **offload)
+    return DualCamCtrlPipeline.from_pretrained(model_configs, device=args.device, torch_dtype=torch_dtype)
+
+
+def prepare_clip(
+    args: argparse.Namespace,
+) -> tuple[GenerationSetup, Image.Image | None, Image.Image | None, CameraTrajectory]:
+    """Settings and inputs of one clip, all checked (a bad trajectory fails before the models load)."""
+    setup = resolve_setup(args)
+    image, depth, trajectory = load_inputs(args, setup.frames)
+    width, height = setup.size
+    trajectory = prepare_trajectory(trajectory, setup.frames, width, height, image.size if image else None,
+                                    resample=True)
+    return setup, image, depth, trajectory
+
+
+def configure_pipeline(pipe: DualCamCtrlPipeline, args: argparse.Namespace) -> None:
+    """Sequence parallel and compilation as asked, then one line on stderr naming the kernels in use."""
+    from ..parallel import enable_sequence_parallel
+    from ..parallel.backend import compile_dit, runtime_summary
+
+    if args.sequence_parallel:
+        enable_sequence_parallel(pipe.dit)
+    if args.compile:
+        compile_dit(pipe)
+    print(runtime_summary(pipe), file=sys.stderr)
+
+
+def generate_clip(
+    pipe: DualCamCtrlPipeline,
+    args: argparse.Namespace,
+    setup: GenerationSetup,
+    image: Image.Image | None,
+    depth: Image.Image | None,
+    trajectory: CameraTrajectory,
+) -> DualCamCtrlOutput:
+    """Generate one prepared clip."""
+    width, height = setup.size
+    output = pipe(
+        prompt=args.prompt, negative_prompt=args.negative_prompt, input_image=image, input_depth=depth,
+        camera=trajectory, height=height, width=width, num_frames=setup.frames, num_inference_steps=setup.steps,
+        cfg_scale=args.cfg, seed=args.seed, t2v=args.t2v, step_cache_threshold=args.step_cache,
+    )
+    output.params["model"] = "tiny-random" if setup.tiny else str(args.checkpoint or args.checkpoint_dir)
+    return output
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate, save, and print where the files went."""
+    if args.batch_file is not None:
+        from ..parallel.batch import run_batch
+
+        return run_batch(args)
+    setup, image, depth, trajectory = prepare_clip(args)
+    rank = 0
+    if args.sequence_parallel:
+        from ..parallel import init_distributed, local_device
+
+        rank, _ = init_distributed()
+        args.device = local_device(args.device)
+    pipe = build_pipeline(args, setup)
+    configure_pipeline(pipe, args)
+    output = generate_clip(pipe, args, setup, image, depth, trajectory)
+    if rank != 0:  # every rank holds the same clip; the first one writes it
+        return 0
+    written = output.save(args.out, fps=args.fps)
+    print(f"wrote {len(written)} files to {args.out}:")
+    for path in written.values():
+        print(f"  {path}")
+    return 0

@@ -1,0 +1,322 @@
+"""``DualCamCtrlPipeline``: camera-controlled image-to-video (or text-to-video) with a co-generated depth video."""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffsynth.core import ModelConfig
+from diffsynth.core.device.npu_compatible_device import get_device_type
+from diffsynth.diffusion import FlowMatchScheduler
+from diffsynth.diffusion.base_pipeline import BasePipeline
+from diffsynth.models.wan_video_text_encoder import HuggingfaceTokenizer
+from PIL import Image
+from tqdm import tqdm
+
+from ..cache import StepCache
+from ..camera import CameraTrajectory
+from ..compat import patch_torch_cpu
+from ..models import DualCamCtrlDiT
+from . import units
+from .output import DualCamCtrlOutput
+
+patch_torch_cpu()
+
+DEFAULT_DEVICE = get_device_type()
+
+#: Where the text encoder, VAE, image encoder and tokenizer of the official setup come from.
+BASE_MODEL_ID = "PAI/Wan2.1-Fun-V1.1-1.3B-Control-Camera"
+BASE_MODEL_FILES = {
+    "text_encoder": "models_t5_umt5-xxl-enc-bf16.pth",
+    "vae": "Wan2.1_VAE.pth",
+    "image_encoder": "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
+}
+TOKENIZER_FILES = "google/umt5-xxl/"
+TOKENIZER_LENGTH = 512
+#: DiffSynth model names under which ``ModelPool`` files each component.
+MODEL_NAMES = {
+    "dit": "dualcamctrl_dit",
+    "text_encoder": "wan_video_text_encoder",
+    "vae": "wan_video_vae",
+    "image_encoder": "wan_video_image_encoder",
+}
+
+
+def local_official_dit(checkpoint_dir: str | os.PathLike = "checkpoints") -> Path | None:
+    """The official DiT in ``checkpoint_dir`` (converted safetensors, else the released ``.pt``), or None."""
+    from ..checkpoints import DIT_FILE_NAME, OFFICIAL_FILE_NAME
+
+    for name in (DIT_FILE_NAME, OFFICIAL_FILE_NAME):
+        if (Path(checkpoint_dir) / name).is_file():
+            return Path(checkpoint_dir) / name
+    return None
+
+
+def official_model_configs(
+    checkpoint_dir: str | os.PathLike = "checkpoints", dit_path: str | os.PathLike | None = None, **offload: Any
+) -> list[ModelConfig]:
+    """``ModelConfig``s of the official setup: the DiT (``dit_path``, else the official one from ``checkpoint_dir``,
+    converted from the released ``.pt`` if needed) and the umT5 / VAE / CLIP files of ``BASE_MODEL_ID``.
+    ``offload`` goes to every ``ModelConfig`` (``offload_device``, ``offload_dtype``, ...)."""
+    from ..checkpoints import official_dit_path
+    from ..registry import register_checkpoint
+
+    dit_path = official_dit_path(checkpoint_dir) if dit_path is None else dit_path
+    register_checkpoint(dit_path)
+    configs = [ModelConfig(path=str(dit_path), **offload)]
+    for file_name in BASE_MODEL_FILES.values():
+        configs.append(ModelConfig(model_id=BASE_MODEL_ID, origin_file_pattern=file_name, **offload))
+    return configs
+
+
+def model_fn_dualcamctrl(
+    dit: DualCamCtrlDiT,
+    latents: torch.Tensor,
+    depth_latents: torch.Tensor,
+    timestep: torch.Tensor,
+    context: torch.Tensor,
+    clip_feature: torch.Tensor,
+    y: torch.Tensor,
+    depth_y: torch.Tensor,
+    camera_embedding: torch.Tensor,
+    use_gradient_checkpointing: bool = False,
+    use_gradient_checkpointing_offload: bool = False,
+    step_cache: StepCache | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DiT call: velocities (RGB, depth). Latents are repeated to the conditioning batch (2 with merged CFG)."""
+    repeats = context.shape[0] // latents.shape[0]
+    if repeats > 1:
+        latents, depth_latents = latents.repeat(repeats, 1, 1, 1, 1), depth_latents.repeat(repeats, 1, 1, 1, 1)
+    return dit(
+        latents, depth_latents, timestep, context, clip_feature=clip_feature, y=y, depth_y=depth_y,
+        camera_embedding=camera_embedding, use_gradient_checkpointing=use_gradient_checkpointing,
+        use_gradient_checkpointing_offload=use_gradient_checkpointing_offload, step_cache=step_cache,
+    )
+
+
+def image_digest(image: Image.Image | None) -> dict[str, Any] | None:
+    """Size, mode and SHA-256 of an image's pixels: identifies an input in ``params.json``."""
+    if image is None:
+        return None
+    return {"size": list(image.size), "mode": image.mode, "sha256": hashlib.sha256(image.tobytes()).hexdigest()}
+
+
+class DualCamCtrlPipeline(BasePipeline):
+    """DualCamCtrl sampling on DiffSynth's pipeline machinery: Wan's VAE, umT5, CLIP and flow-matching scheduler
+    around the dual-branch DiT. ``depth_estimator`` (image -> 8-bit disparity image) fills in a missing depth map."""
+
+    def __init__(self, device: str | torch.device = DEFAULT_DEVICE, torch_dtype: torch.dtype = torch.bfloat16):
+        super().__init__(
+            device=device, torch_dtype=torch_dtype, height_division_factor=16, width_division_factor=16,
+            time_division_factor=4, time_division_remainder=1,
+        )
+        self.scheduler = FlowMatchScheduler("Wan")
+        self.tokenizer: HuggingfaceTokenizer | None = None
+        self.text_encoder: torch.nn.Module | None = None
+        self.image_encoder: torch.nn.Module | None = None
+        self.vae: torch.nn.Module | None = None
+        self.dit: DualCamCtrlDiT | None = None
+        self.depth_estimator: Callable[[Image.Image], Image.Image] | None = None
+        self.in_iteration_models = ("dit",)
+        self.units = [
+            units.DualCamUnit_InputChecker(),
+            units.DualCamUnit_CameraPacker(),
+            units.DualCamUnit_DepthEstimator(),
+            units.DualCamUnit_NoiseInitializer(),
+            units.DualCamUnit_PromptEmbedder(),
+            units.DualCamUnit_ImageEmbedderCLIP(),
+            units.DualCamUnit_ImageEmbedderVAE(),
+            units.DualCamUnit_CameraEmbedder(),
+            units.DualCamUnit_StepCache(),
+            units.DualCamUnit_CfgMerger(),
+        ]
+        self.model_fn = model_fn_dualcamctrl
+        self.compilable_models = ["dit"]
+
+    @staticmethod
+    def from_pretrained(
+        model_configs: list[ModelConfig] | None = None,
+        tokenizer_config: ModelConfig | None = None,
+        device: str | torch.device = DEFAULT_DEVICE,
+        torch_dtype: torch.dtype = torch.bfloat16,
+        vram_limit: float | None = None,
+        checkpoint_dir: str | os.PathLike = "checkpoints",
+    ) -> DualCamCtrlPipeline:
+        """Load the models through DiffSynth's downloader and model detection.
+
+        ``model_configs=None`` is the official setup (see ``official_model_configs``); DiT files other than the
+        official layout must be registered first (``diffsynth_dualcam.register_checkpoint``). ``ModelConfig(path=...)``
+        entries are used as they are, offline; ``model_id`` entries are downloaded unless
+        ``DIFFSYNTH_SKIP_DOWNLOAD=true``. Offloading follows each ``ModelConfig``'s offload fields and ``vram_limit``
+        (GB); the DiT's depth branch and fusion modules are offloaded with it.
+        """
+        model_configs = official_model_configs(checkpoint_dir) if model_configs is None else model_configs
+        if tokenizer_config is None:
+            tokenizer_config = ModelConfig(model_id=BASE_MODEL_ID, origin_file_pattern=TOKENIZER_FILES)
+        pipe = DualCamCtrlPipeline(device=device, torch_dtype=torch_dtype)
+        model_pool = pipe.download_and_load_models(model_configs, vram_limit)
+        for attribute, model_name in MODEL_NAMES.items():
+            model = model_pool.fetch_model(model_name)
+            if model is None:
+                raise ValueError(
+                    f"no {model_name} among the model files {[config.path for config in model_configs]}: the "
+                    f"pipeline needs a DiT, text encoder, VAE and image encoder"
+                )
+            setattr(pipe, attribute, model)
+        tokenizer_config.download_if_necessary()
+        pipe.tokenizer = HuggingfaceTokenizer(name=tokenizer_config.path, seq_len=TOKENIZER_LENGTH, clean="whitespace")
+        pipe.vram_management_enabled = pipe.check_vram_management_state()
+        return pipe
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str,
+        negative_prompt: str = "",
+        input_image: Image.Image | None = None,
+        input_depth: Image.Image | None = None,
+        camera: CameraTrajectory | torch.Tensor | None = None,
+        height: int = 480,
+        width: int = 720,
+        num_frames: int = 61,
+        num_inference_steps: int = 50,
+        cfg_scale: float = 6.0,
+        seed: int | None = None,
+        tiled: bool = True,
+        t2v: bool = False,
+        cfg_merge: bool = True,
+        progress_bar_cmd: Callable = tqdm,
+        resample_camera: bool = True,
+        sigma_shift: float = 5.0,
+        tile_size: tuple[int, int] = (30, 52),
+        tile_stride: tuple[int, int] = (15, 26),
+        step_cache_threshold: float | None = None,
+    ) -> DualCamCtrlOutput:
+        """Generate a clip and its depth video.
+
+        Args:
+            prompt / negative_prompt: text for the positive and negative guidance branches.
+            input_image / input_depth: first frame and its 8-bit disparity map (near = bright), image-to-video.
+                Both are scaled to cover height x width and centre-cropped.
+            camera: a ``CameraTrajectory`` (made relative, resampled to ``num_frames`` unless
+                ``resample_camera=False``, cover-cropped from its ``source_size`` or else the input image's size) or
+                packed Plücker maps [24, T, H, W] / [1, 24, T, H, W].
+            height, width: multiples of 16. num_frames: 4k + 1.
+            cfg_scale: standard guidance ``nega + cfg_scale * (posi - nega)`` on both branches; 6.0 is the look of
+                the published demo. cfg_merge: run both guidance branches as one batched DiT call.
+            seed: seeds the one noise draw shared by both branches (a random seed is drawn and recorded if None).
+            tiled: tiled VAE decoding (``tile_size`` / ``tile_stride`` in latent pixels).
+            t2v: text-to-video: no image, zero conditioning latents, CLIP of a black image.
+            step_cache_threshold: skip the DiT blocks of steps whose modulated input changed less than this in
+                total since the last computed step (``diffsynth_dualcam.cache.StepCache``); None computes all.
+        """
+        inputs_posi = {"prompt": prompt}
+        inputs_nega = {"negative_prompt": negative_prompt}
+        inputs_shared = {
+            "input_image": input_image, "input_depth": input_depth, "camera": camera, "height": height,
+            "width": width, "num_frames": num_frames, "num_inference_steps": num_inference_steps,
+            "cfg_scale": cfg_scale, "sigma_shift": sigma_shift, "seed": seed, "tiled": tiled, "t2v": t2v,
+            "cfg_merge": cfg_merge, "resample_camera": resample_camera, "step_cache_threshold": step_cache_threshold,
+        }
+        original_image, original_depth = input_image, input_depth
+        for unit in self.units:
+            inputs_shared, inputs_posi, inputs_nega = self.unit_runner(unit, self, inputs_shared, inputs_posi,
+                                                                       inputs_nega)
+
+        self.scheduler.set_timesteps(num_inference_steps, shift=sigma_shift)
+        self.load_models_to_device(self.in_iteration_models)
+        models = {name: getattr(self, name) for name in self.in_iteration_models}
+        for progress_id, timestep in enumerate(progress_bar_cmd(self.scheduler.timesteps)):
+            timestep = timestep.unsqueeze(0).to(dtype=self.torch_dtype, device=self.device)
+            velocity, depth_velocity = self.guided_velocity(models, cfg_scale, cfg_merge, timestep, inputs_shared,
+                                                            inputs_posi, inputs_nega)
+            step_timestep = self.scheduler.timesteps[progress_id]
+            inputs_shared["latents"] = self.scheduler.step(velocity, step_timestep, inputs_shared["latents"])
+            inputs_shared["depth_latents"] = self.scheduler.step(depth_velocity, step_timestep,
+                                                                 inputs_shared["depth_latents"])
+
+        self.load_models_to_device(["vae"])
+        decode = {"device": self.device, "tiled": tiled, "tile_size": tile_size, "tile_stride": tile_stride}
+        video = self.vae_output_to_video(self.vae.decode(inputs_shared["latents"], **decode))
+        depth_video = self.depth_output_to_video(self.vae.decode(inputs_shared["depth_latents"], **decode))
+        self.load_models_to_device([])
+        trajectory = inputs_shared["trajectory"]
+        params = {
+            "prompt": prompt, "negative_prompt": negative_prompt, "t2v": t2v, "seed": inputs_shared["seed"],
+            "num_inference_steps": num_inference_steps, "cfg_scale": cfg_scale, "cfg_merge": cfg_merge,
+            "sigma_shift": sigma_shift, "height": height, "width": width, "num_frames": num_frames, "tiled": tiled,
+            "tile_size": list(tile_size), "tile_stride": list(tile_stride), "resample_camera": resample_camera,
+            "input_image": image_digest(original_image), "input_depth": image_digest(original_depth),
+            "depth_estimated": not t2v and original_depth is None,
+            "camera": self.camera_description(camera, trajectory, inputs_shared["camera_latents"]),
+            "step_cache": self.step_cache_summary(inputs_posi, inputs_nega),
+            "dit_config": getattr(self.dit, "config", None), "torch_dtype": str(self.torch_dtype).replace("torch.", ""),
+        }
+        return DualCamCtrlOutput(
+            video=video, depth_video=depth_video, latents=inputs_shared["latents"].cpu(),
+            depth_latents=inputs_shared["depth_latents"].cpu(), params=params, trajectory=trajectory,
+            input_image=inputs_shared["input_image"], input_depth=inputs_shared["input_depth"],
+        )
+
+    def guided_velocity(
+        self,
+        models: dict[str, torch.nn.Module],
+        cfg_scale: float,
+        cfg_merge: bool,
+        timestep: torch.Tensor,
+        inputs_shared: dict,
+        inputs_posi: dict,
+        inputs_nega: dict,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Guided (RGB, depth) velocities: ``nega + cfg_scale * (posi - nega)`` on each branch.
+
+        Evaluated as ``posi + (cfg_scale - 1) * (posi - nega)``, the reference's form, so that float rounding
+        matches it too.
+        """
+        posi = self.model_fn(**models, **inputs_shared, **inputs_posi, timestep=timestep)
+        if cfg_scale == 1.0:
+            return posi
+        if cfg_merge:
+            pairs = [velocity.chunk(2, dim=0) for velocity in posi]
+        else:
+            nega = self.model_fn(**models, **inputs_shared, **inputs_nega, timestep=timestep)
+            pairs = list(zip(posi, nega))
+        rgb, depth = (p + (cfg_scale - 1.0) * (p - n) for p, n in pairs)
+        return rgb, depth
+
+    @staticmethod
+    def step_cache_summary(inputs_posi: dict, inputs_nega: dict) -> dict[str, Any] | None:
+        """Threshold and skip counts of the step cache of the positive (or merged) stream, with the negative
+        stream's under ``negative`` when it ran separately; None without a cache."""
+        cache, negative_cache = inputs_posi.get("step_cache"), inputs_nega.get("step_cache")
+        if cache is None:
+            return None
+        summary = cache.summary()
+        if negative_cache is not None and negative_cache is not cache and negative_cache.computed:
+            summary["negative"] = negative_cache.summary()
+        return summary
+
+    def depth_output_to_video(self, vae_output: torch.Tensor) -> list[Image.Image]:
+        """Decoded depth [1, 3, F, H, W] in [-1, 1] -> single-channel PIL frames (mean over the RGB channels)."""
+        depth = ((vae_output[0].float().mean(dim=0) + 1) * 127.5).clip(0, 255).round()
+        return [Image.fromarray(frame) for frame in depth.to(torch.uint8).cpu().numpy()]
+
+    @staticmethod
+    def camera_description(
+        camera: CameraTrajectory | torch.Tensor, trajectory: CameraTrajectory | None, camera_latents: torch.Tensor
+    ) -> dict[str, Any]:
+        """The camera input for ``params.json``: the generated trajectory's RealEstate10K rows, or a tensor's digest."""
+        if trajectory is not None:
+            return {
+                "type": "trajectory", "input_frames": len(camera), "input_source_size": camera.source_size,
+                "source_size": trajectory.source_size,
+                "realestate10k": np.round(trajectory.to_realestate10k(), 10).tolist(),
+            }
+        data = camera_latents.detach().float().cpu().contiguous().numpy()
+        digest = hashlib.sha256(data.tobytes()).hexdigest()
+        return {"type": "plucker_tensor", "shape": list(data.shape), "sha256": digest}

@@ -1,0 +1,183 @@
+"""Checking and preparing the pipeline's inputs; nothing here runs a model.
+
+Images of another size than the output are scaled to cover it and centre-cropped (the training convention, the same
+one the camera intrinsics follow in ``CameraTrajectory.cover_crop``); the depth map goes through the same transform
+independently, so an image and a depth map of different sizes still line up on the output frame.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+from PIL import Image
+
+from ..camera import CameraTrajectory, pack_plucker
+
+PLUCKER_CHANNELS = 24
+#: PIL modes that hold an 8-bit image (grayscale, colour or palette).
+EIGHT_BIT_MODES = ("L", "LA", "P", "RGB", "RGBA")
+
+
+def latent_frames(num_frames: int) -> int:
+    """Number of latent frames of a ``4k + 1``-frame video."""
+    return (num_frames - 1) // 4 + 1
+
+
+def check_int(name: str, value: object, minimum: int = 1) -> int:
+    """``value`` as an int, or a TypeError/ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_flag(name: str, value: object) -> bool:
+    """``value`` as a bool, or a TypeError naming the argument."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_size(height: object, width: object, multiple: int = 16) -> tuple[int, int]:
+    """(height, width), each a positive multiple of ``multiple`` (the VAE's 8x times the DiT's 2x2 patches)."""
+    height, width = check_int("height", height), check_int("width", width)
+    for name, value in (("height", height), ("width", width)):
+        if value % multiple:
+            below = value - value % multiple
+            raise ValueError(
+                f"{name} must be a multiple of {multiple}, got {value} (nearest valid: {max(below, multiple)} "
+                f"or {below + multiple})"
+            )
+    return height, width
+
+
+def check_num_frames(num_frames: object) -> int:
+    """``num_frames`` if it is 4k + 1 (the VAE compresses time by 4 after the first frame)."""
+    num_frames = check_int("num_frames", num_frames)
+    if num_frames % 4 != 1:
+        below = num_frames - (num_frames - 1) % 4
+        raise ValueError(f"num_frames must be 4k+1 (e.g. 61), got {num_frames} (nearest valid: {below} or {below + 4})")
+    return num_frames
+
+
+def check_prompt(name: str, prompt: object) -> str:
+    """``prompt`` if it is a string."""
+    if not isinstance(prompt, str):
+        raise TypeError(f"{name} must be a string, got {type(prompt).__name__}")
+    return prompt
+
+
+def check_number(name: str, value: object) -> float:
+    """``value`` as a finite float, or a TypeError/ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return float(value)
+
+
+def check_seed(seed: object) -> int | None:
+    """``seed`` if it is None or an integer in [0, 2**63)."""
+    if seed is None:
+        return None
+    check_int("seed", seed, minimum=0)
+    if seed >= 2**63:
+        raise ValueError(f"seed must be below 2**63, got {seed}")
+    return int(seed)
+
+
+def check_image(name: str, image: object) -> Image.Image:
+    """``image`` if it is an 8-bit PIL image."""
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"{name} must be a PIL.Image.Image, got {type(image).__name__}")
+    if image.mode not in EIGHT_BIT_MODES:
+        raise ValueError(
+            f"{name} must be an 8-bit image (one of modes {EIGHT_BIT_MODES}), got mode {image.mode!r}"
+            + ("; depth maps are 8-bit grayscale disparity (near = bright)" if name == "input_depth" else "")
+        )
+    return image
+
+
+def cover_resize(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Scale ``image`` to cover width x height, keeping its aspect ratio, then crop the centre to exactly that size."""
+    if image.size == (width, height):
+        return image
+    scale = max(width / image.width, height / image.height)
+    scaled_width = max(width, round(image.width * scale))
+    scaled_height = max(height, round(image.height * scale))
+    image = image.resize((scaled_width, scaled_height), Image.Resampling.BICUBIC)
+    left, top = (scaled_width - width) // 2, (scaled_height - height) // 2
+    return image.crop((left, top, left + width, top + height))
+
+
+def prepare_image(image: Image.Image, width: int, height: int) -> Image.Image:
+    """RGB version of ``image`` at the output size."""
+    return cover_resize(image.convert("RGB"), width, height)
+
+
+def prepare_depth(depth: Image.Image, width: int, height: int) -> Image.Image:
+    """8-bit grayscale disparity at the output size, repeated to 3 channels for the VAE (SPEC §6)."""
+    return cover_resize(depth.convert("L"), width, height).convert("RGB")
+
+
+def prepare_trajectory(
+    camera: CameraTrajectory,
+    num_frames: int,
+    width: int,
+    height: int,
+    image_size: tuple[int, int] | None,
+    resample: bool,
+) -> CameraTrajectory:
+    """The trajectory as generated: relative to its first frame, ``num_frames`` long, intrinsics for width x height.
+
+    The intrinsics are cover-cropped from ``camera.source_size`` when it has one, else from ``image_size`` (the
+    input image's size); without either they are taken to be for the output frame already.
+    """
+    if len(camera) == 0:
+        raise ValueError("camera trajectory is empty")
+    if len(camera) != num_frames:
+        if not resample:
+            if len(camera) < num_frames:
+                raise ValueError(
+                    f"camera trajectory has {len(camera)} frames, num_frames={num_frames} are needed "
+                    "(pass resample_camera=True to stretch it over the video)"
+                )
+            camera = camera[:num_frames]
+        elif len(camera) < 2:
+            raise ValueError(
+                f"camera trajectory has {len(camera)} frame; at least 2 are needed to resample it to "
+                f"num_frames={num_frames}"
+            )
+        else:
+            camera = camera.resampled(num_frames)
+    camera = camera.relative()
+    source_size = camera.source_size if camera.source_size is not None else image_size
+    if source_size is not None and tuple(source_size) != (width, height):
+        camera = camera.cover_crop(tuple(source_size), (width, height))
+    return camera
+
+
+def trajectory_to_camera_latents(
+    camera: CameraTrajectory, height: int, width: int, device: str | torch.device | None = None
+) -> torch.Tensor:
+    """Packed Plücker maps [1, 24, T, height, width] (float32) of a prepared trajectory."""
+    return pack_plucker(camera.plucker(height, width, device=device, dtype=torch.float32)).unsqueeze(0)
+
+
+def check_camera_latents(camera: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:
+    """A packed Plücker tensor as [1, 24, T, height, width] float, with T the number of latent frames."""
+    if camera.ndim == 4:
+        camera = camera.unsqueeze(0)
+    expected = [1, PLUCKER_CHANNELS, latent_frames(num_frames), height, width]
+    if camera.ndim != 5 or list(camera.shape) != expected:
+        raise ValueError(
+            f"camera tensor must be packed Plücker maps [24, T, H, W] or [1, 24, T, H, W] with T = (num_frames-1)/4+1;"
+            f" expected {expected[1:]} for num_frames={num_frames}, {height}x{width}, got {list(camera.shape)}"
+        )
+    if not camera.is_floating_point():
+        raise TypeError(f"camera tensor must be floating point, got {camera.dtype}")
+    if not torch.isfinite(camera).all():
+        raise ValueError("camera tensor contains NaN or infinite values")
+    return camera

@@ -1,0 +1,120 @@
+"""Registration of the DualCamCtrl DiT with DiffSynth's model detection (``ModelPool.auto_load_model``).
+
+DiffSynth recognises a model file by the MD5 of its sorted parameter names and shapes. Each registered config adds
+one entry to ``diffsynth.configs.MODEL_CONFIGS`` whose hash is computed from a meta-device ``DualCamCtrlDiT`` of that
+config, so a file with exactly that layout loads as ``"dualcamctrl_dit"``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from diffsynth.configs import MODEL_CONFIGS, VRAM_MANAGEMENT_MODULE_MAPS
+from diffsynth.core.loader.file import (
+    hash_model_file,
+    hash_state_dict_keys,
+    load_keys_dict,
+    load_metadata_from_safetensors,
+)
+
+from .models import OFFICIAL_CONFIG, DualCamCtrlDiT
+from .models.config import normalize_config
+
+MODEL_NAME = "dualcamctrl_dit"
+MODEL_CLASS = "diffsynth_dualcam.models.dit.DualCamCtrlDiT"
+#: Safetensors metadata key under which ``save_dit`` stores the DiT config as JSON.
+CONFIG_METADATA_KEY = "dualcamctrl_config"
+
+_WRAP = "diffsynth.core.vram.layers.AutoWrappedModule"
+#: VRAM-management map: Wan's map (it covers the depth ``DiTBlock``s and the fusion ``Conv3d``s) plus the Linear
+#: fusion, which must be wrapped whole because it is called with three arguments. The first match wins, so it
+#: comes before ``torch.nn.Linear``.
+VRAM_MODULE_MAP = {
+    "diffsynth_dualcam.models.fusion.LinearFusion": _WRAP,
+    **VRAM_MANAGEMENT_MODULE_MAPS["diffsynth.models.wan_video_dit.WanModel"],
+}
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """DiffSynth's key-and-shape hash of the state dict a ``DualCamCtrlDiT(**config)`` has."""
+    with torch.device("meta"):
+        model = DualCamCtrlDiT(**config)
+    return hash_state_dict_keys(model.state_dict(), with_shape=True)
+
+
+def register_config(config: dict[str, Any]) -> str:
+    """Make files with the layout of ``config`` load as ``"dualcamctrl_dit"``; returns the layout's hash.
+
+    Configs with the same layout (e.g. fusion at other block indices) share a hash: the latest registration wins.
+    """
+    config = normalize_config(config)
+    model_hash = config_hash(config)
+    entry = {"model_hash": model_hash, "model_name": MODEL_NAME, "model_class": MODEL_CLASS, "extra_kwargs": config}
+    for index, existing in enumerate(MODEL_CONFIGS):
+        if existing["model_hash"] == model_hash:
+            if existing["model_name"] != MODEL_NAME:
+                raise ValueError(f"layout hash {model_hash} is already registered for {existing['model_name']}")
+            MODEL_CONFIGS[index] = entry
+            break
+    else:
+        MODEL_CONFIGS.append(entry)
+    VRAM_MANAGEMENT_MODULE_MAPS[MODEL_CLASS] = VRAM_MODULE_MAP
+    return model_hash
+
+
+def read_config_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The DiT config that ``save_dit`` stored in a safetensors file, or None (other files, other writers)."""
+    if not str(path).endswith(".safetensors"):
+        return None
+    text = load_metadata_from_safetensors(str(path)).get(CONFIG_METADATA_KEY)
+    return None if text is None else json.loads(text)
+
+
+def layout_difference(found: Mapping[str, Sequence[int]], expected: Mapping[str, Sequence[int]]) -> str:
+    """A readable account of the missing / unexpected / reshaped keys between two key -> shape maps ("" if none)."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    reshaped = sorted(key for key in set(expected) & set(found) if list(expected[key]) != list(found[key]))
+    parts = []
+    groups = (("missing keys", missing), ("unexpected keys", unexpected), ("keys of another shape", reshaped))
+    for label, keys in groups:
+        if keys:
+            shown = ", ".join(keys[:10]) + (f" ... ({len(keys)} in all)" if len(keys) > 10 else "")
+            parts.append(f"{label}: {shown}")
+    return "; ".join(parts)
+
+
+def config_shapes(config: Mapping[str, Any]) -> dict[str, list[int]]:
+    """Parameter name -> shape of a ``DualCamCtrlDiT(**config)``, from a meta-device instance."""
+    with torch.device("meta"):
+        return {key: list(value.shape) for key, value in DualCamCtrlDiT(**config).state_dict().items()}
+
+
+def register_checkpoint(path: str | os.PathLike, config: dict[str, Any] | None = None) -> str:
+    """Register a DiT file so that ``ModelPool().auto_load_model(path)`` loads it; returns its hash.
+
+    The config comes from the file's metadata (files written by ``save_dit``), else from ``config``.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    stored = read_config_metadata(path)
+    if stored is not None and config is not None and normalize_config(config) != normalize_config(stored):
+        raise ValueError(f"config argument differs from the config stored in {path}: {stored}")
+    config = stored if stored is not None else config
+    if config is None:
+        raise ValueError(
+            f"{path} holds no DualCamCtrl config metadata: pass config= (e.g. diffsynth_dualcam.models.OFFICIAL_CONFIG)"
+        )
+    model_hash = register_config(config)
+    if hash_model_file(path) != model_hash:
+        difference = layout_difference(load_keys_dict(path), config_shapes(config))
+        raise ValueError(f"{path} does not have the layout of its DualCamCtrl config: {difference}")
+    return model_hash
+
+
+#: Hash of the released checkpoint's layout, registered on import.
+OFFICIAL_HASH = register_config(OFFICIAL_CONFIG)

@@ -1,0 +1,148 @@
+"""``dualcam train --config FILE``: one training stage on DiffSynth's ``launch_training_task`` and accelerate.
+
+Multi-GPU and DeepSpeed ZeRO-2 come from ``accelerate launch`` (see examples/train/ and docs/training.md).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..camera import CameraTrajectory
+from ..data import DATASETS, CameraClipDataset
+from .config import TrainConfig, load_config, save_config
+from .logger import DualCamModelLogger, ValidationInputs
+from .module import DualCamTrainingModule, dit_for_stage, frame_to_image
+
+DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build_dataset(config: TrainConfig, num_processes: int = 1) -> CameraClipDataset:
+    """The dataset of ``config.data``, long enough for ``max_steps`` optimizer steps on every process."""
+    data, train = config.data, config.train
+    return DATASETS[data.layout](
+        data.root, height=data.height, width=data.width, num_frames=data.num_frames, stride=data.stride,
+        flip_probability=data.flip_probability, use_captions=data.use_captions,
+        num_samples=train.max_steps * train.gradient_accumulation_steps * num_processes,
+    )
+
+
+def build_pipeline(config: TrainConfig, device: str | torch.device):
+    """The pipeline with the stage's DiT: trained weights in float32, frozen encoders in the mixed-precision dtype."""
+    from ..checkpoints import dit_from_wan_camera, load_dit
+    from ..models import OFFICIAL_CONFIG
+    from ..pipeline import DualCamCtrlPipeline
+
+    model, train = config.model, config.train
+    dtype = DTYPES[train.mixed_precision]
+    if model.tiny_seed is not None:
+        from ..testing import tiny_dit_config, tiny_pipeline
+
+        pipe = tiny_pipeline(seed=model.tiny_seed, device=device, torch_dtype=dtype)
+        reference = tiny_dit_config()
+        dit = load_dit(model.dit) if model.dit else pipe.dit
+    else:
+        from diffsynth.core import ModelConfig
+        from diffsynth.models.wan_video_text_encoder import HuggingfaceTokenizer
+
+        from ..pipeline.dualcam import MODEL_NAMES, TOKENIZER_LENGTH
+
+        pipe = DualCamCtrlPipeline(device=device, torch_dtype=dtype)
+        paths = [model.text_encoder, model.vae, model.image_encoder]
+        pool = pipe.download_and_load_models([ModelConfig(path=path) for path in paths])
+        for name in ("text_encoder", "vae", "image_encoder"):
+            component = pool.fetch_model(MODEL_NAMES[name])
+            if component is None:
+                raise ValueError(f"model.{name}: {getattr(model, name)} is not a {MODEL_NAMES[name]} file")
+            setattr(pipe, name, component.to(device=device, dtype=dtype))
+        pipe.tokenizer = HuggingfaceTokenizer(name=model.tokenizer, seq_len=TOKENIZER_LENGTH, clean="whitespace")
+        reference = OFFICIAL_CONFIG
+        if model.dit:
+            dit = load_dit(model.dit)
+        else:
+            stage_one = {**OFFICIAL_CONFIG, "rgb_inject_blocks": [], "depth_inject_blocks": []}
+            dit = dit_from_wan_camera(model.wan_camera_dit, config=stage_one)
+    pipe.dit = dit_for_stage(dit.float(), train.stage, reference["rgb_inject_blocks"],
+                             reference["depth_inject_blocks"]).to(device)
+    return pipe
+
+
+def validation_inputs(config: TrainConfig, dataset: CameraClipDataset) -> ValidationInputs | None:
+    """The validation generation: the configured image/depth/camera, else the first clip of the dataset."""
+    settings = config.validation
+    if not settings.every_steps:
+        return None
+    if settings.image:
+        if not settings.depth:
+            raise ValueError("validation.depth: a depth map is needed with validation.image")
+        image, depth = Image.open(settings.image).convert("RGB"), Image.open(settings.depth).convert("RGB")
+        names = CameraTrajectory.preset_names()
+        camera = (CameraTrajectory.preset(settings.camera, num_frames=settings.num_frames)
+                  if settings.camera in names else CameraTrajectory.load(settings.camera))
+        prompt = settings.prompt
+    else:
+        item = dataset.sample(0, np.random.default_rng(settings.seed), flip=False)
+        image, depth = frame_to_image(item["video"][:, 0]), frame_to_image(item["depth"][:, 0])
+        camera, prompt = item["camera"], settings.prompt or item["prompt"]
+    return ValidationInputs(
+        image=image, depth=depth, camera=camera, prompt=prompt, negative_prompt=settings.negative_prompt,
+        height=settings.height, width=settings.width, num_frames=settings.num_frames,
+        num_inference_steps=settings.num_inference_steps, cfg_scale=settings.cfg_scale, seed=settings.seed,
+        fps=settings.fps,
+    )
+
+
+def train(config: TrainConfig) -> DualCamModelLogger:
+    """Run one stage as configured; returns the logger (checkpoint paths in ``saved``)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from diffsynth.diffusion.runner import launch_training_task
+
+    train_config = config.train
+    accelerator = Accelerator(gradient_accumulation_steps=train_config.gradient_accumulation_steps,
+                              mixed_precision=train_config.mixed_precision)
+    set_seed(train_config.seed, device_specific=True)
+    dataset = build_dataset(config, accelerator.num_processes)
+    module = DualCamTrainingModule(
+        build_pipeline(config, accelerator.device), trainable=train_config.trainable,
+        lora_branch=train_config.lora_branch, lora_rank=train_config.lora_rank,
+        lora_target_modules=train_config.lora_target_modules,
+        train_fusion_with_lora=train_config.train_fusion_with_lora, drop_loss_topk=train_config.drop_loss_topk,
+        share_noise=train_config.share_noise, min_timestep_boundary=train_config.min_timestep_boundary,
+        max_timestep_boundary=train_config.max_timestep_boundary,
+        use_gradient_checkpointing=train_config.use_gradient_checkpointing,
+        use_gradient_checkpointing_offload=train_config.use_gradient_checkpointing_offload,
+    )
+    output_dir = Path(train_config.output_dir)
+    if accelerator.is_main_process:
+        save_config(config, output_dir / "config.json")
+        print(f"stage {train_config.stage}, training {train_config.trainable}: "
+              f"{module.trainable_parameter_count():,} parameters, {train_config.max_steps} steps")
+    logger = DualCamModelLogger(output_dir, save_steps=train_config.save_steps,
+                                validation=validation_inputs(config, dataset),
+                                validation_steps=config.validation.every_steps)
+    launch_training_task(
+        accelerator, dataset, module, logger, learning_rate=train_config.learning_rate,
+        weight_decay=train_config.weight_decay, num_workers=config.data.num_workers, num_epochs=1,
+    )
+    return logger
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``dualcam train``."""
+    parser.add_argument("--config", required=True, help="YAML or JSON training config (see examples/train/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value, e.g. --set train.max_steps=100 (repeatable)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train one stage; prints where the checkpoints, loss log and validation videos are."""
+    config = load_config(args.config, args.overrides)
+    logger = train(config)
+    if logger.saved:
+        print(f"final checkpoint: {logger.saved[-1]}")
+        print(f"loss log: {Path(logger.output_path) / 'loss.csv'}")
+    return 0

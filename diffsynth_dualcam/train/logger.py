@@ -1,0 +1,118 @@
+"""Checkpoints, loss logs and validation videos during training (a DiffSynth ``ModelLogger``)."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from diffsynth.diffusion.logger import ModelLogger
+from PIL import Image
+
+from ..camera import CameraTrajectory
+from ..checkpoints import save_dit
+from .module import merged_dit
+
+
+@dataclass
+class ValidationInputs:
+    """One generation run periodically with the weights being trained."""
+
+    image: Image.Image
+    depth: Image.Image
+    camera: CameraTrajectory
+    prompt: str = ""
+    negative_prompt: str = ""
+    height: int = 320
+    width: int = 480
+    num_frames: int = 25
+    num_inference_steps: int = 30
+    cfg_scale: float = 6.0
+    seed: int = 42
+    fps: int = 10
+
+
+class DualCamModelLogger(ModelLogger):
+    """Counts optimizer steps (not micro-batches), saves the whole DiT with ``save_dit`` (LoRA merged) every
+    ``save_steps`` and at the end, logs the loss and both branch losses, and renders ``validation`` every
+    ``validation_steps`` into ``output_path/validation/step-N/``."""
+
+    def __init__(
+        self,
+        output_path: str | Path,
+        save_steps: int | None = None,
+        validation: ValidationInputs | None = None,
+        validation_steps: int = 0,
+        **logger_options: Any,
+    ):
+        super().__init__(str(output_path), enable_csv_log=True, **logger_options)
+        self.save_steps = save_steps
+        self.validation = validation
+        self.validation_steps = validation_steps
+        self.saved: list[Path] = []
+        self.validation_dirs: list[Path] = []
+
+    def on_step_end(self, accelerator: Accelerator, model: torch.nn.Module, save_steps: int | None = None,
+                    **kwargs: Any) -> None:
+        if not accelerator.sync_gradients:
+            return
+        self.num_steps += 1
+        module = accelerator.unwrap_model(model)
+        if accelerator.is_main_process:
+            if not self.loggers_initialized:
+                self.init_loggers()
+            values = {"loss": kwargs.get("loss"), **getattr(module, "last_loss_terms", {})}
+            for logger in self.loggers:
+                for key, value in values.items():
+                    if value is not None:
+                        logger.log(key, value, self.num_steps)
+        if self.save_steps and self.num_steps % self.save_steps == 0:
+            self.save_model(accelerator, model, f"step-{self.num_steps}.safetensors")
+        if self.validation is not None and self.validation_steps and self.num_steps % self.validation_steps == 0:
+            self.validate(accelerator, model)
+
+    def on_epoch_end(self, accelerator: Accelerator, model: torch.nn.Module, epoch_id: int) -> None:
+        """Checkpoints follow steps, not epochs (an epoch is the whole run)."""
+
+    def on_training_end(self, accelerator: Accelerator, model: torch.nn.Module, save_steps: int | None = None
+                        ) -> None:
+        if not self.save_steps or self.num_steps % self.save_steps:
+            self.save_model(accelerator, model, f"step-{self.num_steps}.safetensors")
+        for logger in self.loggers:
+            logger.close()
+
+    def save_model(self, accelerator: Accelerator, model: torch.nn.Module, file_name: str) -> None:
+        """Write the DiT (fusion and LoRA included, LoRA merged) as a pipeline-loadable safetensors file."""
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            dit = accelerator.unwrap_model(model).pipe.dit
+            path = save_dit(merged_dit(dit), Path(self.output_path) / file_name)
+            self.saved.append(path)
+            print(f"checkpoint saved: {path}")
+
+    def validate(self, accelerator: Accelerator, model: torch.nn.Module) -> None:
+        """Generate the validation clip with the current weights (main process) and save it."""
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            pipe = accelerator.unwrap_model(model).pipe
+            inputs = self.validation
+            pipe.dit.eval()
+            autocast = accelerator.autocast() if accelerator.mixed_precision != "no" else contextlib.nullcontext()
+            try:
+                with torch.no_grad(), autocast:
+                    output = pipe(
+                        prompt=inputs.prompt, negative_prompt=inputs.negative_prompt, input_image=inputs.image,
+                        input_depth=inputs.depth, camera=inputs.camera, height=inputs.height, width=inputs.width,
+                        num_frames=inputs.num_frames, num_inference_steps=inputs.num_inference_steps,
+                        cfg_scale=inputs.cfg_scale, seed=inputs.seed, tiled=False,
+                    )
+            finally:
+                pipe.dit.train()
+                pipe.scheduler.set_timesteps(1000, training=True)
+            directory = Path(self.output_path) / "validation" / f"step-{self.num_steps}"
+            output.save(directory, fps=inputs.fps)
+            self.validation_dirs.append(directory)
+            print(f"validation video saved in {directory}")
+        accelerator.wait_for_everyone()

@@ -1,0 +1,37 @@
+"""What every example shares: loading the pipeline (official weights, or tiny random models for a quick check)
+and the sampling size that goes with it. Run the examples from the repository root: ``python examples/NAME.py``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from diffsynth_dualcam.pipeline import DualCamCtrlPipeline
+from diffsynth_dualcam.testing import tiny_pipeline
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_DIR = REPO_ROOT.parent / "shared" / "demo"
+OUTPUT_DIR = REPO_ROOT / "outputs" / "examples"
+#: Sampling settings of the published demo, and a CPU-sized version for the tiny models.
+OFFICIAL_SIZE = {"height": 320, "width": 480, "num_frames": 61, "num_inference_steps": 50}
+TINY_SIZE = {"height": 64, "width": 96, "num_frames": 9, "num_inference_steps": 3}
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    """``--tiny``: run with tiny random models (seconds on a CPU, noise-like output) instead of the weights."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--tiny", action="store_true", help="tiny random models instead of the official weights")
+    return parser.parse_args()
+
+
+def load_pipeline(tiny: bool) -> tuple[DualCamCtrlPipeline, dict[str, int]]:
+    """The official pipeline (DiT from checkpoints/, base models from PAI/Wan2.1-Fun-V1.1-1.3B-Control-Camera)
+    on the GPU in bfloat16, or the tiny one; with the matching sampling size."""
+    if tiny:
+        return tiny_pipeline(), TINY_SIZE
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch_dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    pipe = DualCamCtrlPipeline.from_pretrained(device=device, torch_dtype=torch_dtype,
+                                               checkpoint_dir=REPO_ROOT / "checkpoints")
+    return pipe, OFFICIAL_SIZE

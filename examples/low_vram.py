@@ -1,0 +1,43 @@
+"""Low-VRAM settings: every model stays in CPU memory in bfloat16 and is moved to the GPU only while it runs
+(DiffSynth's per-model offload fields). With ``vram_limit`` (GB), a layer stays on the GPU after its first use only
+while GPU memory use is below the limit; beyond it, each call computes with a temporary copy. The DiT's depth
+branch and fusion modules are offloaded with it. Tiled VAE decoding (the default) bounds the VAE's memory. Slower
+than keeping everything on the GPU: use it when the models do not fit."""
+import dataclasses
+
+import torch
+from common import DEMO_DIR, OFFICIAL_SIZE, OUTPUT_DIR, REPO_ROOT, TINY_SIZE, parse_args
+from PIL import Image
+
+from diffsynth_dualcam.camera import CameraTrajectory
+from diffsynth_dualcam.pipeline import DualCamCtrlPipeline, official_model_configs
+from diffsynth_dualcam.testing import write_tiny_model_files
+
+args = parse_args(__doc__)
+device = "cuda" if torch.cuda.is_available() else "cpu"
+torch_dtype = torch.bfloat16 if device == "cuda" else torch.float32
+offload = {
+    "offload_device": "cpu", "offload_dtype": torch_dtype,  # where weights wait
+    "onload_device": "cpu", "onload_dtype": torch_dtype,  # where a model sits while its turn comes
+    "preparing_device": device, "preparing_dtype": torch_dtype,
+    "computation_device": device, "computation_dtype": torch_dtype,  # where each layer runs
+}
+if args.tiny:  # the same loading path with tiny model files written on the fly
+    model_configs, tokenizer_config = write_tiny_model_files(OUTPUT_DIR / "tiny_models")
+    model_configs = [dataclasses.replace(config, **offload) for config in model_configs]
+    size = TINY_SIZE
+else:
+    model_configs, tokenizer_config = official_model_configs(REPO_ROOT / "checkpoints", **offload), None
+    size = OFFICIAL_SIZE
+pipe = DualCamCtrlPipeline.from_pretrained(model_configs, tokenizer_config, device=device, torch_dtype=torch_dtype,
+                                           vram_limit=6.0)
+
+camera = CameraTrajectory.load(DEMO_DIR / "seaside.torch")
+camera = CameraTrajectory(camera.c2w, camera.intrinsics, source_size=(640, 360))
+output = pipe(
+    prompt="A seaside town on a hill above a turquoise bay, a long pier, sunny day, aerial view.",
+    input_image=Image.open(DEMO_DIR / "seaside.png"), input_depth=Image.open(DEMO_DIR / "seaside_depth.png"),
+    camera=camera, seed=42, tiled=True, tile_size=(30, 52), tile_stride=(15, 26), **size,
+)
+for path in output.save(OUTPUT_DIR / "low_vram").values():
+    print(path)

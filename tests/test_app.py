@@ -1,0 +1,317 @@
+"""Web app pieces without a browser: keyframes, upload checks, camera choice, handlers, the pipeline generator."""
+import json
+import math
+import os
+import zipfile
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.spatial.transform import Rotation
+
+from diffsynth_dualcam.app.keyframes import keyframes_to_trajectory
+from diffsynth_dualcam.app.ui import (
+    AppSettings,
+    PageHandlers,
+    build_app,
+    build_camera,
+    keyframe_intrinsics,
+    preview_camera,
+)
+from diffsynth_dualcam.app.uploads import (
+    UploadError,
+    checked_upload,
+    load_image_upload,
+    load_trajectory_upload,
+    sanitise_name,
+)
+from diffsynth_dualcam.camera import CameraTrajectory
+
+INTRINSICS = [0.5, 0.75, 0.5, 0.5]
+
+
+@pytest.fixture
+def upload_root(tmp_path, monkeypatch):
+    """Gradio's upload folder, pointed at a temporary directory."""
+    root = tmp_path / "uploads"
+    root.mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(root))
+    return root
+
+
+def _png(path, size=(96, 64), color=(200, 30, 30)):
+    Image.new("RGB", size, color).save(path)
+    return path
+
+
+# ---- keyframes ------------------------------------------------------------------------------------------------
+
+
+def test_keyframes_interpolate_slerp_and_lerp_and_hold_the_ends():
+    rows = [[2, 0, 0, 0, 0, 0, 0], [6, 90, 0, 0, 1.0, -0.4, 2.0], ["", None, "", "", "", "", ""]]
+    trajectory = keyframes_to_trajectory(rows, num_frames=9, intrinsics=INTRINSICS)
+    assert len(trajectory) == 9
+    np.testing.assert_allclose(trajectory.c2w[0], np.eye(4))  # held before the first keyframe
+    np.testing.assert_allclose(trajectory.c2w[8], trajectory.c2w[6])  # held after the last one
+    # Halfway (frame 4): half the yaw, half the way.
+    np.testing.assert_allclose(trajectory.c2w[4, :3, 3], [0.5, -0.2, 1.0])
+    half_yaw = Rotation.from_matrix(trajectory.c2w[4, :3, :3]).as_rotvec(degrees=True)
+    np.testing.assert_allclose(half_yaw, [0, 45, 0], atol=1e-9)
+    # Yaw 90 turns the viewing axis (third column) to +x: to the right.
+    np.testing.assert_allclose(trajectory.c2w[6, :3, 2], [1, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(trajectory.intrinsics, np.tile(INTRINSICS, (9, 1)))
+
+
+def test_keyframe_pitch_looks_up_and_roll_is_applied_last():
+    trajectory = keyframes_to_trajectory([[0, 0, 30, 0, 0, 0, 0]], num_frames=1, intrinsics=INTRINSICS)
+    forward = trajectory.c2w[0, :3, 2]
+    np.testing.assert_allclose(forward, [0, -math.sin(math.radians(30)), math.cos(math.radians(30))], atol=1e-12)
+    rolled = keyframes_to_trajectory([[0, 90, 0, 90, 0, 0, 0]], num_frames=1, intrinsics=INTRINSICS).c2w[0]
+    # Yaw 90 then roll 90 about the new viewing axis (+x): the camera's right axis points down (+y).
+    np.testing.assert_allclose(rolled[:3, 0], [0, 1, 0], atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([], "at least one row"),
+        ([[0, "left", 0, 0, 0, 0, 0]], "row 1: yaw must be a number"),
+        ([[0, 0, 0, 0, 0, 0, 0], [9, 0, 0, 0, 0, 0, 0]], "row 2: frame must be a whole number in 0..8"),
+        ([[1.5, 0, 0, 0, 0, 0, 0]], "frame must be a whole number"),
+        ([[0, 0, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0]], "each frame may appear once"),
+        ([[0, 0, 0, 0, 0, 0]], "expected 7 values"),
+        ([[0, "inf", 0, 0, 0, 0, 0]], "must be finite"),
+    ],
+)
+def test_bad_keyframes_are_named(rows, message):
+    with pytest.raises(ValueError, match=message):
+        keyframes_to_trajectory(rows, num_frames=9, intrinsics=INTRINSICS)
+
+
+def test_keyframe_intrinsics_from_field_of_view():
+    fx, fy, cx, cy = keyframe_intrinsics(90.0, width=480, height=320)
+    assert (fx, cx, cy) == (pytest.approx(0.5), 0.5, 0.5)
+    assert fy == pytest.approx(0.75)  # the same pixel focal length, normalised by the height
+    with pytest.raises(ValueError, match="field of view"):
+        keyframe_intrinsics(180.0, 480, 320)
+
+
+# ---- uploads --------------------------------------------------------------------------------------------------
+
+
+def test_sanitise_name_keeps_only_a_safe_base_name():
+    assert sanitise_name("../../etc/passwd") == "passwd"
+    assert sanitise_name("my photo (1).PNG") == "my_photo_1_.PNG"
+    assert sanitise_name("..") == "upload"
+
+
+def test_uploads_outside_the_upload_folder_are_refused(tmp_path, upload_root):
+    outside = _png(tmp_path / "outside.png")
+    with pytest.raises(UploadError, match="only files uploaded through this page"):
+        load_image_upload(outside, "first frame")
+    link = upload_root / "link.png"
+    os.symlink(outside, link)
+    with pytest.raises(UploadError, match="only files uploaded through this page"):
+        load_image_upload(link, "first frame")
+    with pytest.raises(UploadError, match="missing"):
+        checked_upload(upload_root / "absent.png", "first frame", max_bytes=10)
+
+
+def test_image_uploads_are_checked_for_type_size_and_dimensions(upload_root):
+    image = load_image_upload(_png(upload_root / "ok.png"), "first frame")
+    assert image.size == (96, 64) and image.getpixel((0, 0)) == (200, 30, 30)
+    text = upload_root / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(UploadError, match="first frame: not a readable image"):
+        load_image_upload(text, "first frame")
+    with pytest.raises(UploadError, match="image is 32x64; each side must be between 64 and 4096"):
+        load_image_upload(_png(upload_root / "small.png", size=(32, 64)), "first frame")
+    gif = upload_root / "anim.gif"
+    Image.new("P", (80, 80)).save(gif)
+    with pytest.raises(UploadError, match="format GIF is not accepted"):
+        load_image_upload(gif, "depth map")
+    Image.fromarray(np.zeros((64, 64), np.uint16)).save(upload_root / "depth16.png")
+    with pytest.raises(UploadError, match="depth map must be an 8-bit image"):
+        load_image_upload(upload_root / "depth16.png", "depth map")
+    empty = upload_root / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(UploadError, match="empty"):
+        load_image_upload(empty, "first frame")
+    noise = np.random.default_rng(0).integers(0, 256, (700, 800, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(upload_root / "big.png")
+    with pytest.raises(UploadError, match=r"first frame: file is 1\.\d MiB, the limit is 1\.0 MiB"):
+        checked_upload(upload_root / "big.png", "first frame", max_bytes=2**20)
+
+
+def test_image_uploads_are_turned_upright_by_exif(upload_root):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.new("RGB", (100, 64), (0, 90, 200)).save(upload_root / "phone.jpg", exif=exif)
+    assert load_image_upload(upload_root / "phone.jpg", "first frame").size == (64, 100)
+
+
+def test_trajectory_uploads_in_each_supported_shape(upload_root):
+    expected = CameraTrajectory.preset("pan_right", num_frames=5)
+    json_path = expected.save(upload_root / "camera.json")
+    np.testing.assert_allclose(load_trajectory_upload([json_path]).c2w, expected.c2w, atol=1e-9)
+
+    colmap = upload_root / "colmap"
+    expected.save(colmap, format="colmap")
+    loaded = load_trajectory_upload([colmap / "cameras.txt", colmap / "images.txt"])
+    np.testing.assert_allclose(loaded.relative().c2w, expected.relative().c2w, atol=1e-6)
+
+    with pytest.raises(UploadError, match="missing images.txt"):
+        load_trajectory_upload([colmap / "cameras.txt", colmap / "points3D.txt"])
+    (upload_root / "evil.sh").write_text("rm -rf /")
+    with pytest.raises(UploadError, match="unknown type"):
+        load_trajectory_upload([upload_root / "evil.sh"])
+    (upload_root / "broken.json").write_text("{not json")
+    with pytest.raises(UploadError, match="broken.json could not be read") as refused:
+        load_trajectory_upload([upload_root / "broken.json"])
+    assert str(upload_root) not in str(refused.value)  # no server path in the message
+
+
+# ---- the page ---------------------------------------------------------------------------------------------------
+
+
+def test_build_camera_from_each_source(upload_root):
+    preset = build_camera("Preset", "dolly_in", 2.0, None, None, 90.0, 9, 96, 64)
+    np.testing.assert_allclose(preset.c2w, CameraTrajectory.preset("dolly_in", num_frames=9, speed=2.0).c2w)
+    rows = [[0, 0, 0, 0, 0, 0, 0], [8, 0, 0, 0, 0, 0, 1]]
+    keyframed = build_camera("Keyframes", "dolly_in", 1.0, None, rows, 90.0, 9, 96, 64)
+    assert keyframed.source_size == (96, 64)
+    np.testing.assert_allclose(keyframed.intrinsics[0], [0.5, 0.75, 0.5, 0.5])
+    with pytest.raises(UploadError, match="upload a trajectory first"):
+        build_camera("Trajectory file", "dolly_in", 1.0, [], None, 90.0, 9, 96, 64)
+
+
+class RecordingGenerate:
+    """Stands in for the pipeline: records the request, writes placeholder files, drives the progress bar."""
+
+    def __init__(self, run_dir):
+        self.run_dir = run_dir
+        self.requests = []
+
+    def __call__(self, request, progress_bar_cmd):
+        from diffsynth_dualcam.app.generation import GenerationResult
+
+        self.requests.append(request)
+        self.steps = list(progress_bar_cmd(range(3)))
+        files = {name: self.run_dir / name for name in ("video.mp4", "depth.mp4", "side.mp4", "depth.png")}
+        for path in files.values():
+            path.write_bytes(b"placeholder")
+        return GenerationResult(
+            run_dir=self.run_dir, input_depth=files["depth.png"], video=files["video.mp4"],
+            depth_video=files["depth.mp4"], side_by_side=files["side.mp4"], point_cloud=None,
+            downloads=[files["video.mp4"]], notes=["No point cloud: flat depth"],
+        )
+
+
+def test_handlers_validate_then_generate(tmp_path, upload_root):
+    generate = RecordingGenerate(tmp_path)
+    handlers = PageHandlers(generate)
+    image = _png(upload_root / "frame.png")
+    outputs = handlers.run(image, None, "a red wall", "", "Preset", "pan_left", 1.0, None, None, 90.0, 64, 96, 9, 3,
+                           6.0, -1)
+    request = generate.requests[0]
+    assert request.seed is None and request.depth is None and request.prompt == "a red wall"
+    assert (request.height, request.width, request.num_frames, len(request.camera)) == (64, 96, 9, 9)
+    assert generate.steps == [0, 1, 2]
+    assert outputs[0] == str(tmp_path / "video.mp4") and outputs[3] is None
+    assert "No point cloud: flat depth" in outputs[5]
+
+    bad = upload_root / "bad.png"
+    bad.write_text("not an image")
+    with pytest.raises(gr.Error, match="depth map: not a readable image"):
+        handlers.run(image, bad, "", "", "Preset", "pan_left", 1.0, None, None, 90.0, 64, 96, 9, 3, 6.0, 1)
+    with pytest.raises(gr.Error, match="first frame: upload an image"):
+        handlers.run(None, None, "", "", "Preset", "pan_left", 1.0, None, None, 90.0, 64, 96, 9, 3, 6.0, 1)
+    with pytest.raises(gr.Error, match="keyframe row 1"):
+        handlers.run(image, None, "", "", "Keyframes", "pan_left", 1.0, None, [[0, "x", 0, 0, 0, 0, 0]], 90.0, 64,
+                     96, 9, 3, 6.0, 1)
+    assert len(generate.requests) == 1
+
+
+def test_preview_plots_the_camera_or_says_why_not(tmp_path, upload_root):
+    plot, message = preview_camera("Preset", "orbit_left", 1.0, None, None, 90.0, 9, 96, 64)
+    assert plot.size[0] > 100 and "9 frames" in message
+    plot, message = preview_camera("Keyframes", "orbit_left", 1.0, None, [[99, 0, 0, 0, 0, 0, 0]], 90.0, 9, 96, 64)
+    assert plot is None and "frame must be a whole number in 0..8" in message
+    handlers = PageHandlers(RecordingGenerate(tmp_path))
+    with pytest.raises(gr.Error, match="first frame: not a readable image"):
+        (upload_root / "x.png").write_text("text")
+        handlers.check_image(str(upload_root / "x.png"), "first frame")
+
+
+def test_page_builds_with_banner(tmp_path):
+    page = build_app(RecordingGenerate(tmp_path), AppSettings(banner="Tiny random model"))
+    assert isinstance(page, gr.Blocks)
+    assert any(getattr(block, "value", None) == "⚠️ Tiny random model" for block in page.blocks.values())
+
+
+# ---- the generator on the tiny pipeline ---------------------------------------------------------------------------
+
+
+def test_pipeline_generator_with_automatic_depth_writes_videos_and_point_cloud(tmp_path):
+    from test_depth import save_tiny_depth_anything
+
+    from diffsynth_dualcam.app.generation import GenerationRequest, PipelineGenerator
+    from diffsynth_dualcam.depth import DepthEstimator
+    from diffsynth_dualcam.export3d import read_ply
+    from diffsynth_dualcam.pipeline.inputs import prepare_image
+    from diffsynth_dualcam.testing import tiny_pipeline
+
+    depth_model = tmp_path / "depth_model"
+    save_tiny_depth_anything(depth_model)
+    generator = PipelineGenerator(tiny_pipeline(), tmp_path / "runs", depth_model=str(depth_model), tiled=False)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (80, 120, 3), dtype=np.uint8))
+    request = GenerationRequest(
+        image=image, depth=None, prompt="a room", negative_prompt="", camera=CameraTrajectory.preset("pan_left", 5),
+        height=32, width=48, num_frames=5, num_inference_steps=2, cfg_scale=6.0, seed=3,
+    )
+    seen_steps = []
+    result = generator(request, lambda steps: seen_steps.extend(steps) or steps)
+    assert len(seen_steps) == 2
+    assert result.run_dir.parent == tmp_path / "runs"
+    assert "estimated automatically" in result.notes[0]
+    assert json.loads((result.run_dir / "params.json").read_text())["depth_estimated"] is True
+    # The conditioning depth is the tiny model's estimate of the first frame at the output size.
+    estimate = DepthEstimator.from_pretrained(str(depth_model))(prepare_image(image, 48, 32))
+    with Image.open(result.input_depth) as depth:
+        assert depth.mode == "L" and depth.size == (48, 32)
+        np.testing.assert_array_equal(np.asarray(depth), np.asarray(estimate))
+    for path in (result.video, result.depth_video, result.side_by_side):
+        assert path.stat().st_size > 0
+    assert {path.name for path in result.downloads} >= {"video.mp4", "depth.mp4", "points.ply", "scene.zip"}
+    # The viewer's copy is the exported cloud turned to y-up axes (y and z flipped).
+    exported, shown = read_ply(result.run_dir / "points.ply"), read_ply(result.point_cloud)
+    np.testing.assert_allclose(shown.points, exported.points * [1, -1, -1])
+    np.testing.assert_array_equal(shown.colors, exported.colors)
+    with zipfile.ZipFile(result.run_dir / "scene.zip") as archive:
+        assert {"points.ply", "sparse/0/cameras.txt", "sparse/0/images.txt", "sparse/0/points3D.txt",
+                "images/frame_00004.png"} <= set(archive.namelist())
+
+
+def test_missing_depth_model_asks_for_a_depth_map(tmp_path):
+    from types import SimpleNamespace
+
+    from diffsynth_dualcam.app.generation import PipelineGenerator
+
+    pipe = SimpleNamespace(device="cpu", depth_estimator=None)
+    generator = PipelineGenerator(pipe, tmp_path, depth_model=str(tmp_path / "absent"))
+    request = SimpleNamespace(depth=None)
+    with pytest.raises(ValueError, match="no depth map was uploaded and the depth model .* could not be loaded"):
+        generator(request, progress_bar_cmd=iter)
+
+
+def test_app_command_falls_back_to_the_tiny_model_with_a_banner(tmp_path):
+    from diffsynth_dualcam.app.cli import load_generator
+    from diffsynth_dualcam.cli import build_parser
+
+    args = build_parser().parse_args(["app", "--checkpoint-dir", str(tmp_path), "--output-dir", str(tmp_path / "o"),
+                                      "--device", "cpu"])
+    generator, settings = load_generator(args)
+    assert f"no DualCamCtrl weights in {tmp_path}" in settings.banner
+    assert (settings.height, settings.width, settings.num_frames) == (64, 96, 9)
+    assert generator.output_root == tmp_path / "o" and generator.pipe.dit is not None

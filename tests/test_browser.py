@@ -1,0 +1,97 @@
+"""The web app in a real browser: Chromium driven by Playwright against the app served on localhost (tiny model).
+
+Writes a screenshot of the finished page to outputs/test-artifacts/app.png.
+"""
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+SCREENSHOT = Path(__file__).resolve().parents[1] / "outputs" / "test-artifacts" / "app.png"
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).is_file(), reason=f"Chromium not found at {CHROMIUM} (Debian: apt-get install chromium)"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    """The app on the tiny pipeline and a tiny depth model, served from this process."""
+    from test_depth import save_tiny_depth_anything
+
+    from diffsynth_dualcam.app.generation import PipelineGenerator
+    from diffsynth_dualcam.app.ui import AppSettings, build_app, launch
+    from diffsynth_dualcam.testing import tiny_pipeline
+
+    root = tmp_path_factory.mktemp("app")
+    save_tiny_depth_anything(root / "depth_model")
+    generator = PipelineGenerator(tiny_pipeline(), root / "runs", depth_model=str(root / "depth_model"), tiled=False)
+    settings = AppSettings(height=32, width=48, num_frames=5, num_inference_steps=2,
+                           banner="Tiny random model: the videos are noise.")
+    page = build_app(generator, settings)
+    port = _free_port()
+    launch(page, port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    page.close()
+
+
+def test_generate_in_the_browser(app_url, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    bad_upload = tmp_path / "holiday.png"
+    bad_upload.write_text("this is text, not a picture")
+    photo = tmp_path / "room.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (80, 120, 3), dtype=np.uint8)).save(photo)
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            page.goto(app_url)
+            expect = sync_api.expect
+            expect(page.locator("#banner")).to_contain_text("Tiny random model")
+            expect(page.locator("#trajectory-plot img")).to_be_visible(timeout=60_000)
+            expect(page.locator("#preset-camera").first).to_be_visible()
+
+            upload = page.locator("#image-upload input[type=file]")
+            upload.set_input_files(str(bad_upload))
+            refusal = page.get_by_text("first frame: not a readable image")
+            expect(refusal).to_be_visible(timeout=30_000)
+            page.locator(".toast-close").first.click()
+            expect(refusal).to_be_hidden()
+            page.locator("#image-upload button[aria-label='Clear']").click()
+            upload.set_input_files(str(photo))
+            page.locator("#prompt textarea").fill("a bright room")
+
+            page.locator("#generate").click()
+            for video in ("#video-rgb", "#video-depth", "#video-side-by-side"):
+                expect(page.locator(f"{video} video")).to_be_visible(timeout=120_000)
+            for name in ("video.mp4", "depth.mp4", "points.ply", "scene.zip"):
+                expect(page.locator(f"#downloads a[download='{name}']")).to_have_count(1)
+            expect(page.locator("#status")).to_contain_text("estimated automatically")
+            expect(page.locator("#point-cloud canvas")).to_be_visible()
+            page.wait_for_timeout(2_000)  # let the 3D view draw its first frames for the screenshot
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+            # The camera source chooses which editor is shown.
+            page.locator("#camera-source").get_by_text("Keyframes").click()
+            expect(page.locator("#keyframes")).to_be_visible()
+            expect(page.locator("#preset-camera").first).to_be_hidden()
+        finally:
+            browser.close()
+    assert SCREENSHOT.stat().st_size > 10_000

@@ -1,0 +1,232 @@
+"""Trajectory files: round trips through every writer, each reader on hand-written files, fuzzed parsers."""
+import json
+import math
+import warnings
+
+import numpy as np
+import pycolmap
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from scipy.spatial.transform import Rotation
+
+from diffsynth_dualcam.camera import CameraTrajectory
+from diffsynth_dualcam.camera.formats import detect_format
+from diffsynth_dualcam.camera.trajectory import REALESTATE10K_FRAME_SIZE
+
+FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def sample_trajectory() -> CameraTrajectory:
+    """Turning, moving and zooming, so every field changes per frame."""
+    moves = CameraTrajectory.preset("orbit_left", num_frames=7, degrees_per_frame=5.0)
+    moves = moves.compose(CameraTrajectory.preset("zoom_in", num_frames=7, focal_change_per_frame=0.05))
+    moves = moves.compose(CameraTrajectory.preset("roll_cw", num_frames=7, degrees_per_frame=3.0))
+    world = np.eye(4)
+    world[:3, 3] = [3.0, -1.0, 0.5]
+    return CameraTrajectory(world @ moves.c2w, moves.intrinsics, (640, 360))
+
+
+@pytest.mark.parametrize(
+    ("name", "format", "atol"),
+    [
+        ("trajectory.json", "json", 1e-15),
+        ("trajectory.txt", "realestate10k", 1e-12),
+        ("trajectory.torch", "torch", 1e-5),  # float32 rows, as in the demo files
+        ("model", "colmap", 1e-12),
+        ("transforms.json", "nerf", 1e-15),
+    ],
+)
+def test_round_trip_through_every_writer(tmp_path, name, format, atol):
+    trajectory = sample_trajectory()
+    path = trajectory.save(tmp_path / name)
+    assert detect_format(path) == format
+    restored = CameraTrajectory.load(path)
+    np.testing.assert_allclose(restored.c2w, trajectory.c2w, atol=atol)
+    np.testing.assert_allclose(restored.intrinsics, trajectory.intrinsics, atol=atol)
+    keeps_size = format in ("json", "colmap", "nerf")
+    assert restored.source_size == (trajectory.source_size if keeps_size else REALESTATE10K_FRAME_SIZE)
+    assert not list(tmp_path.rglob("*.tmp")), "temporary files left behind"
+
+
+def test_colmap_binary_and_image_order(tmp_path):
+    trajectory = sample_trajectory()
+    trajectory.save(tmp_path / "text", format="colmap")
+    binary = tmp_path / "binary"
+    binary.mkdir()
+    pycolmap.Reconstruction(tmp_path / "text").write_binary(binary)
+    restored = CameraTrajectory.load(binary)
+    np.testing.assert_allclose(restored.c2w, trajectory.c2w, atol=1e-12)
+    np.testing.assert_allclose(restored.intrinsics, trajectory.intrinsics, atol=1e-12)
+
+
+def test_colmap_hand_written_text_model(tmp_path):
+    # Images listed out of order and with different cameras; no points3D.txt; an OPENCV camera with distortion.
+    (tmp_path / "cameras.txt").write_text("# cameras\n1 PINHOLE 640 360 320 330 300 180\n"
+                                          "2 OPENCV 100 50 60 61 50 24 0.1 0.01 0 0\n")
+    (tmp_path / "images.txt").write_text("1 1 0 0 0 0.1 0.2 0.3 1 b.png\n\n2 1 0 0 0 0 0 1 2 a.png\n\n")
+    with pytest.warns(UserWarning, match="OPENCV reduced to pinhole"):
+        trajectory = CameraTrajectory.load(tmp_path)
+    np.testing.assert_allclose(trajectory.centres, [[0, 0, -1], [-0.1, -0.2, -0.3]])  # a.png first; centre = -t
+    np.testing.assert_allclose(trajectory.intrinsics, [[0.6, 61 / 50, 0.5, 0.48], [0.5, 330 / 360, 300 / 640, 0.5]])
+    assert trajectory.source_size is None  # the cameras differ in size
+
+
+def test_nerf_conventions(tmp_path):
+    # An OpenGL identity pose looks down world -z with y up: in OpenCV axes its y and z columns are negated.
+    document = {"camera_angle_x": 2 * math.atan(0.5 / 0.8), "w": 200, "h": 100,
+                "frames": [{"file_path": "a", "transform_matrix": np.eye(4).tolist()},
+                           {"file_path": "b", "transform_matrix": np.eye(4).tolist(), "fl_x": 50.0, "fl_y": 40.0,
+                            "cx": 90.0}]}
+    path = tmp_path / "transforms.json"
+    path.write_text(json.dumps(document))
+    trajectory = CameraTrajectory.load(path)
+    np.testing.assert_allclose(trajectory.c2w[0], np.diag([1.0, -1.0, -1.0, 1.0]))
+    # frame 0: fx = 0.8 from the angle, fy from square pixels (0.8 * 200 px / 100 px); frame 1 overrides
+    np.testing.assert_allclose(trajectory.intrinsics, [[0.8, 1.6, 0.5, 0.5], [0.25, 0.4, 0.45, 0.5]])
+    assert trajectory.source_size == (200, 100)
+
+
+def test_nerf_image_size_from_the_image_file(tmp_path):
+    Image.new("RGB", (40, 20)).save(tmp_path / "r_0.png")
+    document = {"camera_angle_x": 1.0, "frames": [{"file_path": "./r_0", "transform_matrix": np.eye(4).tolist()}]}
+    (tmp_path / "transforms.json").write_text(json.dumps(document))
+    trajectory = CameraTrajectory.load(tmp_path / "transforms.json")
+    assert trajectory.source_size == (40, 20)
+    np.testing.assert_allclose(trajectory.intrinsics[0, :2], np.array([1.0, 2.0]) * 0.5 / math.tan(0.5))
+    del document["frames"][0]["file_path"]
+    (tmp_path / "transforms.json").write_text(json.dumps(document))
+    with pytest.raises(ValueError, match="frame 0: no image size"):
+        CameraTrajectory.load(tmp_path / "transforms.json")
+
+
+def test_realestate10k_text_with_url_line(tmp_path):
+    rows = sample_trajectory().to_realestate10k()
+    text = "https://www.youtube.com/watch?v=abc\n" + "\n".join(" ".join(f"{v:.9g}" for v in row) for row in rows)
+    (tmp_path / "clip.txt").write_text(text)
+    np.testing.assert_allclose(CameraTrajectory.load(tmp_path / "clip.txt").c2w, sample_trajectory().c2w, atol=1e-7)
+    (tmp_path / "short.txt").write_text("url\n" + " ".join(["1"] * 17))
+    with pytest.raises(ValueError, match="row 0 has 17 values, expected 19"):
+        CameraTrajectory.load(tmp_path / "short.txt")
+
+
+def test_demo_torch_files_load(demo_dir):
+    for name, frames in (("astronaut", 142), ("route66", 98), ("seaside", 125)):
+        rows = torch.load(demo_dir / f"{name}.torch", weights_only=True)["cameras"].double().numpy()
+        trajectory = CameraTrajectory.load(demo_dir / f"{name}.torch")
+        assert len(trajectory) == frames and trajectory.source_size == (640, 360)
+        np.testing.assert_array_equal(trajectory.intrinsics, rows[:, :4])
+        np.testing.assert_allclose(np.linalg.inv(trajectory.c2w)[:, :3].reshape(frames, 12), rows[:, 6:], atol=1e-12)
+
+
+def test_writers_need_a_source_size_for_pixel_formats(tmp_path):
+    trajectory = CameraTrajectory.preset("dolly_in", num_frames=3)
+    bare = CameraTrajectory(trajectory.c2w, trajectory.intrinsics)
+    for name in ("transforms.json", "model"):
+        with pytest.raises(ValueError, match="needs a source_size"):
+            bare.save(tmp_path / name)
+    with pytest.raises(ValueError, match="cannot tell the format from 'x.bin'"):
+        bare.save(tmp_path / "x.bin")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        CameraTrajectory.load(tmp_path / "missing.json")
+    (tmp_path / "other.json").write_text('{"frames": []}')
+    with pytest.raises(ValueError, match="neither a dualcam-trajectory file"):
+        CameraTrajectory.load(tmp_path / "other.json")
+    document = {"format": "dualcam-trajectory", "version": 1,
+                "frames": [{"c2w": np.eye(4).tolist(), "intrinsics": [0.5, 0.9, 0.5, 0.5]},
+                           {"c2w": (2 * np.eye(4)).tolist(), "intrinsics": [0.5, 0.9, 0.5, 0.5]}]}
+    (tmp_path / "bad.json").write_text(json.dumps(document))
+    with pytest.raises(ValueError, match="bad.json: frame 1: bottom row"):
+        CameraTrajectory.load(tmp_path / "bad.json")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="needs cameras.txt and images.txt"):
+        CameraTrajectory.load(tmp_path / "empty")
+
+
+def only_value_errors(path) -> None:
+    try:
+        CameraTrajectory.load(path)
+    except ValueError:
+        pass
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@FUZZ
+@given(data=st.binary(max_size=300), prefix=st.sampled_from([b"", b"PK\x03\x04", b"\x80\x02", b"{", b"url\n"]))
+def test_fuzz_random_bytes(tmp_path, data, prefix):
+    path = tmp_path / "fuzz.bin"
+    path.write_bytes(prefix + data)
+    only_value_errors(path)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=30,
+)
+frame_like = st.fixed_dictionaries({}, optional={
+    "c2w": json_values | st.just(np.eye(4).tolist()), "intrinsics": json_values | st.just([0.5, 0.9, 0.5, 0.5]),
+    "transform_matrix": json_values | st.just(np.eye(4).tolist()), "fl_x": json_values, "w": json_values,
+    "h": json_values, "camera_angle_x": json_values, "file_path": json_values,
+})
+
+
+@FUZZ
+@given(
+    header=st.fixed_dictionaries({}, optional={"format": st.just("dualcam-trajectory") | json_values,
+                                               "version": st.just(1) | json_values, "source_size": json_values,
+                                               "w": json_values, "h": json_values, "camera_angle_x": json_values}),
+    frames=st.lists(frame_like, max_size=3) | json_values,
+)
+def test_fuzz_random_json(tmp_path, header, frames):
+    path = tmp_path / "fuzz.json"
+    path.write_text(json.dumps({**header, "frames": frames}))
+    only_value_errors(path)
+
+
+@FUZZ
+@given(rows=st.lists(st.lists(st.floats(allow_nan=True, allow_infinity=True) | st.integers(-3, 3), min_size=16,
+                              max_size=20), max_size=4))
+def test_fuzz_random_rows(tmp_path, rows):
+    try:
+        CameraTrajectory.from_realestate10k(rows)
+    except ValueError:
+        pass
+    path = tmp_path / "rows.txt"
+    path.write_text("url\n" + "\n".join(" ".join(str(value) for value in row) for row in rows))
+    only_value_errors(path)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cameras=st.text(max_size=60), images=st.text(max_size=60))
+def test_fuzz_colmap_text(tmp_path, cameras, images):
+    (tmp_path / "cameras.txt").write_text("1 PINHOLE 64 48 " + cameras)
+    (tmp_path / "images.txt").write_text("1 1 0 0 0 " + images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        only_value_errors(tmp_path)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    num_frames=st.integers(1, 6),
+    size=st.tuples(st.integers(1, 4000), st.integers(1, 4000)),
+    name=st.sampled_from(["t.json", "t.txt", "t.torch", "model", "transforms.json"]),
+)
+def test_round_trip_of_random_trajectories(tmp_path, seed, num_frames, size, name):
+    rng = np.random.default_rng(seed)
+    c2w = np.tile(np.eye(4), (num_frames, 1, 1))
+    c2w[:, :3, :3] = Rotation.random(num_frames, random_state=seed).as_matrix()
+    c2w[:, :3, 3] = rng.normal(scale=10, size=(num_frames, 3))
+    trajectory = CameraTrajectory(c2w, rng.uniform(0.05, 3.0, size=(num_frames, 4)), size)
+    restored = CameraTrajectory.load(trajectory.save(tmp_path / name))
+    atol = 1e-4 if name == "t.torch" else 1e-9  # the demo format stores float32
+    np.testing.assert_allclose(restored.c2w, trajectory.c2w, atol=atol)
+    np.testing.assert_allclose(restored.intrinsics, trajectory.intrinsics, atol=atol, rtol=1e-6)
