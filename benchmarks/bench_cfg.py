@@ -2,9 +2,8 @@
 
 Both sides run ``DualCamCtrlPipeline.guided_velocity`` on the same inputs, the merged side after the pipeline's
 ``DualCamUnit_CfgMerger`` stacked the conditioning; the results are checked to agree before timing. Goal: the
-merged call is at least 1.3x faster on a GPU and not slower on the CPU. On the CPU batching saves no arithmetic,
-and DiffSynth's cross-attention slices the batch-2 context into non-contiguous views whose projections fall back
-from ``addmm`` to a slower ``bmm``, so merged guidance measures 0.95-1.00x there.
+merged call is at least 1.3x faster on a GPU and not slower on the CPU, where batching saves no arithmetic (the
+DiT's ``ContiguousCrossAttention`` keeps the batch-2 context slices off a slower ``bmm`` path).
 
     .venv/bin/python benchmarks/bench_cfg.py [--device cuda] [--size mid|full] [--repeats 3]
 """

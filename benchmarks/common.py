@@ -3,7 +3,7 @@
 Every benchmark compares against a baseline run in the same process, so its ratio does not depend on the machine.
 Timings interleave candidate and baseline and keep each one's fastest run. On a GPU they are wall times after
 synchronising; on the CPU they are the CPU time of one thread (torch limited to one thread while timing), which
-other processes sharing the cores do not inflate.
+other processes sharing the cores do not inflate, unless a benchmark asks for wall time with torch's own threads.
 """
 from __future__ import annotations
 
@@ -96,15 +96,18 @@ def synchronize(device: torch.device) -> None:
 
 
 def interleaved_best_times(
-    functions: dict[str, Callable[[], Any]], repeats: int, device: torch.device, warmup: int = 1
+    functions: dict[str, Callable[[], Any]], repeats: int, device: torch.device, warmup: int = 1,
+    wall_time: bool = False,
 ) -> dict[str, float]:
     """Fastest time of each function over ``repeats`` rounds that call them in turn (after ``warmup`` rounds).
 
-    GPU: wall time. CPU: single-thread CPU time of the calling thread.
+    GPU, or ``wall_time``: wall time with torch's thread settings as they are. Otherwise (CPU): single-thread CPU
+    time of the calling thread.
     """
-    clock = time.perf_counter if device.type == "cuda" else time.thread_time
+    wall_time = wall_time or device.type == "cuda"
+    clock = time.perf_counter if wall_time else time.thread_time
     threads = torch.get_num_threads()
-    if device.type != "cuda":
+    if not wall_time:
         torch.set_num_threads(1)
     best = {name: float("inf") for name in functions}
     try:
@@ -112,10 +115,12 @@ def interleaved_best_times(
             for name, function in functions.items():
                 synchronize(device)
                 start = clock()
-                function()
+                result = function()
                 synchronize(device)
+                elapsed = clock() - start
+                del result  # freeing a large output is not part of computing it
                 if round_index >= warmup:
-                    best[name] = min(best[name], clock() - start)
+                    best[name] = min(best[name], elapsed)
     finally:
         torch.set_num_threads(threads)
     return best

@@ -10,7 +10,6 @@ import json
 import os
 import pickle
 import sys
-import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -21,6 +20,7 @@ from diffsynth.core.vram.initialization import skip_model_initialization
 from safetensors import safe_open
 from tqdm import tqdm
 
+from .io import atomic_output
 from .models import OFFICIAL_CONFIG, DualCamCtrlDiT
 from .models.config import normalize_config
 from .registry import CONFIG_METADATA_KEY, layout_difference, read_config_metadata
@@ -67,20 +67,13 @@ def write_safetensors(
         offset += size
     header_bytes = json.dumps(header, separators=(",", ":")).encode()
     header_bytes += b" " * (-len(header_bytes) % 8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(len(header_bytes).to_bytes(8, "little"))
-            file.write(header_bytes)
-            for index in tqdm(range(len(named)), desc=f"writing {path.name}", disable=None if progress else True):
-                name, tensor = named[index]
-                named[index] = (name, None)
-                file.write(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
-        os.replace(temp_name, path)
-    except BaseException:
-        os.unlink(temp_name)
-        raise
+    with atomic_output(path) as temporary, open(temporary, "wb") as file:
+        file.write(len(header_bytes).to_bytes(8, "little"))
+        file.write(header_bytes)
+        for index in tqdm(range(len(named)), desc=f"writing {path.name}", disable=None if progress else True):
+            name, tensor = named[index]
+            named[index] = (name, None)
+            file.write(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
     return path
 
 

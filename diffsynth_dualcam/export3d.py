@@ -21,7 +21,7 @@ from plyfile import PlyData, PlyElement
 from tqdm import tqdm
 
 from .camera import CameraTrajectory
-from .camera.formats import atomic_write
+from .io import atomic_write
 
 #: File of a run folder holding the frame-0 depth map the generation was conditioned on (output size, 8-bit).
 INPUT_DEPTH_FILE = "input_depth.png"

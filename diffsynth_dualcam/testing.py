@@ -22,6 +22,7 @@ from diffsynth.models.wan_video_vae import VideoVAE_, WanVideoVAE
 from safetensors.torch import save_file
 
 from .checkpoints import save_dit
+from .depth import DepthEstimator
 from .models import TINY_CONFIG, DualCamCtrlDiT
 from .pipeline import DualCamCtrlPipeline
 from .pipeline.dualcam import TOKENIZER_LENGTH
@@ -178,3 +179,39 @@ def write_tiny_model_files(directory: str | Path, seed: int = 0) -> tuple[list[M
         configs.append(ModelConfig(path=str(path)))
     tokenizer_path = write_tiny_tokenizer(directory / "tokenizer")
     return configs, ModelConfig(path=str(tokenizer_path))
+
+
+def tiny_depth_anything(depth_estimation_type: str = "relative", seed: int = 0) -> tuple[torch.nn.Module, Any]:
+    """A randomly initialised Depth Anything model (4-layer DINOv2 backbone, 56x56 input) and its image processor."""
+    from PIL import Image
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
+
+    torch.manual_seed(seed)
+    backbone = Dinov2Config(
+        image_size=56, patch_size=14, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+        intermediate_size=64, out_indices=[1, 2, 3, 4], reshape_hidden_states=False,
+    )
+    config = DepthAnythingConfig(
+        backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
+        fusion_hidden_size=16, head_hidden_size=8, depth_estimation_type=depth_estimation_type, max_depth=20,
+    )
+    processor = DPTImageProcessor(
+        do_resize=True, size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,
+        do_rescale=True, do_normalize=True, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+        resample=Image.BICUBIC,
+    )
+    return DepthAnythingForDepthEstimation(config).eval(), processor
+
+
+def save_tiny_depth_anything(path: str | Path, depth_estimation_type: str = "relative", seed: int = 0) -> Path:
+    """Save ``tiny_depth_anything`` as a local model folder that ``DepthEstimator.from_pretrained`` loads."""
+    model, processor = tiny_depth_anything(depth_estimation_type, seed)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return Path(path)
+
+
+def tiny_depth_estimator(device: str | torch.device = "cpu", seed: int = 0) -> DepthEstimator:
+    """A ``DepthEstimator`` on the tiny random Depth Anything model (relative head): the tiny pipeline's depth."""
+    model, processor = tiny_depth_anything(seed=seed)
+    return DepthEstimator(model, processor, device=device)

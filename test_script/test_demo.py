@@ -9,7 +9,6 @@ and their depth.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from PIL import Image
 
 from diffsynth_dualcam.camera import CameraTrajectory
+from diffsynth_dualcam.io import atomic_output
 from diffsynth_dualcam.pipeline import DualCamCtrlOutput, DualCamCtrlPipeline
 from diffsynth_dualcam.pipeline.cli import TINY_NOTICE
 from diffsynth_dualcam.pipeline.dualcam import local_official_dit
@@ -142,9 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name}: {path}")
         outputs[scene.name] = output
     strip_path = args.out / "overview.png"
-    partial_path = strip_path.with_name(f".{strip_path.name}.partial")
-    overview(outputs).save(partial_path, format="PNG")
-    os.replace(partial_path, strip_path)
+    with atomic_output(strip_path) as temporary:
+        overview(outputs).save(temporary, format="PNG")
     print(f"overview: {strip_path}")
     return 0
 

@@ -254,13 +254,11 @@ def test_page_builds_with_banner(tmp_path):
 
 
 def test_pipeline_generator_with_automatic_depth_writes_videos_and_point_cloud(tmp_path):
-    from test_depth import save_tiny_depth_anything
-
     from diffsynth_dualcam.app.generation import GenerationRequest, PipelineGenerator
     from diffsynth_dualcam.depth import DepthEstimator
     from diffsynth_dualcam.export3d import read_ply
     from diffsynth_dualcam.pipeline.inputs import prepare_image
-    from diffsynth_dualcam.testing import tiny_pipeline
+    from diffsynth_dualcam.testing import save_tiny_depth_anything, tiny_pipeline
 
     depth_model = tmp_path / "depth_model"
     save_tiny_depth_anything(depth_model)
@@ -308,6 +306,7 @@ def test_missing_depth_model_asks_for_a_depth_map(tmp_path):
 def test_app_command_falls_back_to_the_tiny_model_with_a_banner(tmp_path):
     from diffsynth_dualcam.app.cli import load_generator
     from diffsynth_dualcam.cli import build_parser
+    from diffsynth_dualcam.testing import tiny_depth_estimator
 
     args = build_parser().parse_args(["app", "--checkpoint-dir", str(tmp_path), "--output-dir", str(tmp_path / "o"),
                                       "--device", "cpu"])
@@ -315,3 +314,12 @@ def test_app_command_falls_back_to_the_tiny_model_with_a_banner(tmp_path):
     assert f"no DualCamCtrl weights in {tmp_path}" in settings.banner
     assert (settings.height, settings.width, settings.num_frames) == (64, 96, 9)
     assert generator.output_root == tmp_path / "o" and generator.pipe.dit is not None
+    # No --depth-model: the tiny pipeline estimates depth with the tiny random Depth Anything, offline.
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), np.uint8))
+    expected = tiny_depth_estimator()(image)
+    np.testing.assert_array_equal(np.asarray(generator.pipe.depth_estimator(image)), np.asarray(expected))
+
+    args = build_parser().parse_args(["app", "--checkpoint-dir", str(tmp_path), "--output-dir", str(tmp_path / "o"),
+                                      "--device", "cpu", "--depth-model", str(tmp_path / "depth")])
+    generator, _ = load_generator(args)
+    assert generator.pipe.depth_estimator is None and generator.depth_model == str(tmp_path / "depth")

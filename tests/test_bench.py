@@ -15,14 +15,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import run_all  # noqa: E402
 from common import Row, peak_memory  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the machine is shared with other test processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_run_all_prints_the_table_and_rewrites_only_its_readme_section(tmp_path: Path, capsys) -> None:

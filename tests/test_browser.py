@@ -31,11 +31,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     """The app on the tiny pipeline and a tiny depth model, served from this process."""
-    from test_depth import save_tiny_depth_anything
-
     from diffsynth_dualcam.app.generation import PipelineGenerator
     from diffsynth_dualcam.app.ui import AppSettings, build_app, launch
-    from diffsynth_dualcam.testing import tiny_pipeline
+    from diffsynth_dualcam.testing import save_tiny_depth_anything, tiny_pipeline
 
     root = tmp_path_factory.mktemp("app")
     save_tiny_depth_anything(root / "depth_model")

@@ -11,7 +11,10 @@ from PIL import Image
 
 from diffsynth_dualcam.camera import CameraTrajectory
 from diffsynth_dualcam.cli import main
+from diffsynth_dualcam.depth import DepthEstimator
 from diffsynth_dualcam.pipeline import cli as generate_cli
+from diffsynth_dualcam.pipeline.inputs import prepare_image
+from diffsynth_dualcam.testing import save_tiny_depth_anything, tiny_depth_estimator
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +51,33 @@ def test_tiny_generation_writes_and_lists_files(inputs, tmp_path, capsys):
     assert params["camera"]["type"] == "trajectory" and len(params["camera"]["realestate10k"]) == 5
 
 
+def test_tiny_generation_without_depth_estimates_it_with_the_tiny_depth_model(inputs, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, stderr = run_cli(
+        capsys, "--tiny", "--image", str(inputs / "image.png"), "--preset", "pan_left", "--frames", "5", "--size",
+        "64x48", "--steps", "1", "--out", str(out),
+    )
+    assert code == 0, stderr
+    assert json.loads((out / "params.json").read_text())["depth_estimated"] is True
+    with Image.open(inputs / "image.png") as image:
+        expected = tiny_depth_estimator()(prepare_image(image, 64, 48))
+    with Image.open(out / "input_depth.png") as depth:
+        np.testing.assert_array_equal(np.asarray(depth), np.asarray(expected))
+
+
+def test_depth_model_option_loads_the_given_model(inputs, tmp_path):
+    model_dir = save_tiny_depth_anything(tmp_path / "depth_model", seed=4)
+    parser = argparse.ArgumentParser()
+    generate_cli.add_arguments(parser)
+    args = parser.parse_args(["--tiny", "--image", str(inputs / "image.png"), "--preset", "static",
+                              "--depth-model", str(model_dir), "--device", "cpu"])
+    estimator = generate_cli.load_depth_estimator(args, generate_cli.resolve_setup(args))
+    with Image.open(inputs / "image.png") as image:
+        expected = DepthEstimator.from_pretrained(str(model_dir))(image)
+        np.testing.assert_array_equal(np.asarray(estimator(image)), np.asarray(expected))
+        assert not np.array_equal(np.asarray(tiny_depth_estimator()(image)), np.asarray(expected))
+
+
 def test_missing_official_weights_fall_back_to_tiny_defaults(tmp_path):
     parser = argparse.ArgumentParser()
     generate_cli.add_arguments(parser)
@@ -82,7 +112,8 @@ def test_bad_values_exit_2(inputs, tmp_path, capsys, extra, message):
 
 BAD_INPUTS = [
     (["--preset", "static"], "--image is required"),
-    (["--image", "{inputs}/image.png", "--preset", "static"], "--depth is required with --image"),
+    (["--image", "{inputs}/image.png", "--preset", "static", "--depth-model", "{inputs}/no_depth_model"],
+     "--depth was not given and the depth model"),
     (["--t2v", "--image", "{inputs}/image.png", "--preset", "static"], "--t2v generates from the prompt alone"),
     (["--image", "{inputs}/nope.png", "--depth", "{inputs}/depth.png", "--preset", "static"],
      "--image: no such file"),

@@ -7,26 +7,7 @@ import torch
 from PIL import Image
 
 from diffsynth_dualcam.depth import DepthEstimator, disparity_to_uint8
-
-
-def save_tiny_depth_anything(path, depth_estimation_type: str = "relative", seed: int = 0) -> None:
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
-
-    torch.manual_seed(seed)
-    backbone = Dinov2Config(
-        image_size=56, patch_size=14, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
-        intermediate_size=64, out_indices=[1, 2, 3, 4], reshape_hidden_states=False,
-    )
-    config = DepthAnythingConfig(
-        backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
-        fusion_hidden_size=16, head_hidden_size=8, depth_estimation_type=depth_estimation_type, max_depth=20,
-    )
-    DepthAnythingForDepthEstimation(config).save_pretrained(path)
-    DPTImageProcessor(
-        do_resize=True, size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,
-        do_rescale=True, do_normalize=True, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
-        resample=Image.BICUBIC,
-    ).save_pretrained(path)
+from diffsynth_dualcam.testing import save_tiny_depth_anything, tiny_depth_estimator
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +83,11 @@ def test_rejects_other_model_families_and_non_images(tiny_model_dir):
 def test_missing_local_model_is_a_clear_error(tmp_path):
     with pytest.raises(OSError):
         DepthEstimator.from_pretrained(str(tmp_path / "absent"), local_files_only=True)
+
+
+def test_tiny_depth_estimator_matches_the_saved_tiny_model(tiny_model_dir, photo):
+    loaded = DepthEstimator.from_pretrained(str(tiny_model_dir), local_files_only=True)
+    in_memory = tiny_depth_estimator()
+    assert not in_memory.is_metric
+    np.testing.assert_allclose(in_memory.disparity(photo), loaded.disparity(photo), rtol=1e-5, atol=1e-6)
+    assert in_memory(photo).mode == "L" and in_memory(photo).size == photo.size

@@ -1,10 +1,16 @@
 """DualCamCtrlDiT: SPEC §3 forward, block order, batching, equivalence with plain Wan, layout and errors."""
 import pytest
 import torch
-from diffsynth.models.wan_video_dit import WanModel, precompute_freqs_cis_3d, sinusoidal_embedding_1d
+from diffsynth.models.wan_video_dit import (
+    CrossAttention,
+    WanModel,
+    precompute_freqs_cis_3d,
+    sinusoidal_embedding_1d,
+)
 from diffsynth.pipelines.wan_video import model_fn_wan_video
 
 from diffsynth_dualcam.models import TINY_CONFIG, DualCamCtrlDiT, LinearFusion, SigmaFusion, StackFusion
+from diffsynth_dualcam.models.dit import ContiguousCrossAttention
 
 DUAL_KEYS = ("rgb_inject_blocks", "depth_inject_blocks", "control_block_index", "use_gate_3d_linear", "update")
 BASE_CONFIG = {key: value for key, value in TINY_CONFIG.items() if key not in DUAL_KEYS}
@@ -348,3 +354,43 @@ def test_rope_frequencies_split_the_head_over_frame_height_and_width():
     for token, (f, h, w) in enumerate((f, h, w) for f in range(3) for h in range(2) for w in range(5)):
         angles = torch.cat([f * rates, h * rates, w * rates])
         torch.testing.assert_close(freqs[token, 0], torch.polar(torch.ones_like(angles), angles))
+
+
+def projection_input_contiguity(attention: torch.nn.Module, x: torch.Tensor, context: torch.Tensor) -> dict:
+    """Whether each key/value projection of a cross-attention call got a contiguous input."""
+    seen = {}
+    hooks = [getattr(attention, name).register_forward_hook(
+        lambda module, inputs, output, name=name: seen.__setitem__(name, inputs[0].is_contiguous()))
+        for name in ("k", "v", "k_img", "v_img")]
+    attention(x, context)
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize("has_image_input", [True, False])
+def test_contiguous_cross_attention_equals_upstream(has_image_input):
+    torch.manual_seed(0)
+    upstream = CrossAttention(24, 2, has_image_input=has_image_input)
+    ours = ContiguousCrossAttention(24, 2, has_image_input=has_image_input)
+    ours.load_state_dict(upstream.state_dict(), strict=True)
+    x, context = torch.randn(2, 6, 24), torch.randn(2, 257 * has_image_input + 5, 24)
+    torch.testing.assert_close(ours(x, context), upstream(x, context), rtol=1e-6, atol=1e-6)
+
+
+def test_upstream_cross_attention_projects_non_contiguous_slices_and_the_subclass_does_not():
+    # Batch 2 (merged guidance): upstream's y[:, :257] / y[:, 257:] are non-contiguous views, which send the
+    # key/value Linear layers to a slower bmm path on the CPU. If upstream stops slicing, this subclass can go.
+    torch.manual_seed(0)
+    upstream = CrossAttention(24, 2, has_image_input=True)
+    ours = ContiguousCrossAttention(24, 2, has_image_input=True)
+    x, context = torch.randn(2, 6, 24), torch.randn(2, 257 + 5, 24)
+    assert projection_input_contiguity(upstream, x, context) == {"k": False, "v": False, "k_img": False,
+                                                                   "v_img": False}
+    assert projection_input_contiguity(ours, x, context) == {"k": True, "v": True, "k_img": True, "v_img": True}
+
+
+def test_every_rgb_and_depth_block_uses_the_contiguous_cross_attention():
+    dit = make_dit()
+    assert all(type(block.cross_attn) is ContiguousCrossAttention for block in (*dit.blocks, *dit.control_blocks))
+    assert len(dit.control_blocks) > 0

@@ -20,7 +20,8 @@ NUM_FRAMES = 10
 @pytest.fixture(scope="module")
 def clip_folders(tmp_path_factory):
     """Two rendered clips: `truck` as an H.264 video with a JSON trajectory, `orbit` as a frame folder with a
-    RealEstate10K text trajectory (640x360 intrinsics); plus `extra.mp4`, a video without a trajectory."""
+    RealEstate10K text trajectory (640x360 intrinsics); plus `extra.mp4`, a video without a trajectory.
+    Returns the two folders and the intrinsics each clip was rendered with."""
     root = tmp_path_factory.mktemp("eval_clips")
     videos, trajectories = root / "videos", root / "trajectories"
     videos.mkdir()
@@ -33,16 +34,18 @@ def clip_folders(tmp_path_factory):
     iio.imwrite(videos / "truck.mp4", scene.render(truck, SIZE, SIZE).frames, fps=10, codec="libx264", quality=8,
                 macro_block_size=1)
     truck.save(trajectories / "truck.json")
+    orbit_as_rendered = orbit.cover_crop(target_size=(SIZE, SIZE))
     (videos / "orbit").mkdir()
-    for index, frame in enumerate(scene.render(orbit.cover_crop(target_size=(SIZE, SIZE)), SIZE, SIZE).frames):
+    for index, frame in enumerate(scene.render(orbit_as_rendered, SIZE, SIZE).frames):
         Image.fromarray(frame).save(videos / "orbit" / f"{index:03d}.png")
     orbit.save(trajectories / "orbit.txt")
     iio.imwrite(videos / "extra.mp4", np.zeros((4, 32, 32, 3), dtype=np.uint8), fps=4, macro_block_size=1)
-    return videos, trajectories
+    rendered_intrinsics = {"truck": truck.intrinsics[0], "orbit": orbit_as_rendered.intrinsics[0]}
+    return videos, trajectories, rendered_intrinsics
 
 
 def test_eval_writes_report_csv_and_plots(clip_folders, tmp_path, capsys):
-    videos, trajectories = clip_folders
+    videos, trajectories, rendered_intrinsics = clip_folders
     out = tmp_path / "results" / "report.json"
     code = main(["eval", "--videos", str(videos), "--trajectories", str(trajectories), "--out", str(out),
                  "--trials", "2", "--threads", "2"])
@@ -58,9 +61,13 @@ def test_eval_writes_report_csv_and_plots(clip_folders, tmp_path, capsys):
     assert summary["num_clips"] == 2 and summary["num_trials"] == 4 and summary["failure_rate"] == 0.0
     for clip in report["clips"]:
         assert len(clip["trials"]) == 2 and clip["failures"] == 0
+        # A mismatch here (a trajectory reader losing its source size) shows as degrees of RotErr below.
+        np.testing.assert_allclose(clip["intrinsics"], rendered_intrinsics[clip["name"]], rtol=1e-9)
         assert clip["rot_err_deg_mean"] < 0.5 and clip["trans_err_mean"] < 0.05
+        assert clip["trial_median"]["rot_err_deg_mean"] < 0.5
         trial_means = [trial["rot_err_deg_mean"] for trial in clip["trials"]]
         assert clip["rot_err_deg_mean"] == pytest.approx(np.mean(trial_means))
+        assert clip["trial_median"]["rot_err_deg_mean"] == pytest.approx(np.median(trial_means))
         with Image.open(clip["plot"]) as plot:
             assert plot.format == "PNG" and plot.width > 400
     rot_means = [clip["rot_err_deg_mean"] for clip in report["clips"]]
@@ -75,7 +82,7 @@ def test_eval_writes_report_csv_and_plots(clip_folders, tmp_path, capsys):
 
 
 def test_eval_reports_bad_folders_without_writing(clip_folders, tmp_path, capsys):
-    videos, trajectories = clip_folders
+    videos, trajectories, _ = clip_folders
     out = tmp_path / "report.json"
     assert main(["eval", "--videos", str(tmp_path / "missing"), "--trajectories", str(trajectories),
                  "--out", str(out)]) == 2

@@ -6,20 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from diffsynth_dualcam.cli import main
 from diffsynth_dualcam.parallel.batch import job_arguments, load_jobs, process_share
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the machine is shared with other test processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_jsonl(path: Path, jobs: list[dict], header: str = "# clips\n\n") -> Path:
@@ -125,3 +117,14 @@ def test_a_bad_clip_fails_before_models_load_with_exit_code_2(tmp_path, capsys) 
     assert code == 2
     assert "clip 'bad'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_clips_without_depth_get_it_from_the_depth_model(batch_file, tmp_path) -> None:
+    jobs = [{"name": "estimated", "image": "a.png", "preset": "pan_left"},
+            {"name": "given", "image": "a.png", "depth": "a_depth.png", "preset": "pan_left"}]
+    path = write_jsonl(batch_file.parent / "depth_jobs.jsonl", jobs)
+    out = tmp_path / "out"
+    assert main(["generate", "--batch-file", str(path), "--tiny", "--device", "cpu", "--out", str(out),
+                 "--frames", "5", "--size", "64x48", "--steps", "1"]) == 0
+    assert json.loads((out / "estimated" / "params.json").read_text())["depth_estimated"] is True
+    assert json.loads((out / "given" / "params.json").read_text())["depth_estimated"] is False

@@ -19,13 +19,7 @@ from diffsynth_dualcam.testing import tiny_dit_config
 WORLD_SIZE = 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the machine is shared with other test processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny_dit(seed: int = 0) -> DualCamCtrlDiT:

@@ -31,8 +31,8 @@ def make_output(with_trajectory: bool = True) -> DualCamCtrlOutput:
 
 def test_save_writes_every_file(tmp_path):
     written = make_output().save(tmp_path / "run", fps=8)
-    names = {"video.mp4", "depth.mp4", "side_by_side.mp4", "trajectory.png", "params.json", "input_image.png",
-             "input_depth.png"}
+    names = {"video.mp4", "depth.mp4", "side_by_side.mp4", "trajectory.json", "trajectory.png", "params.json",
+             "input_image.png", "input_depth.png"}
     assert set(written) == names
     assert {path.name for path in (tmp_path / "run").iterdir()} == names
     video = np.stack(imageio.mimread(tmp_path / "run" / "video.mp4"))
@@ -50,6 +50,11 @@ def test_save_writes_every_file(tmp_path):
         assert image.mode == "L" and image.size == (WIDTH, HEIGHT)
     with Image.open(tmp_path / "run" / "trajectory.png") as image:
         assert image.format == "PNG"
+    saved = CameraTrajectory.load(tmp_path / "run" / "trajectory.json")
+    expected = make_output().trajectory
+    np.testing.assert_allclose(saved.c2w, expected.c2w, atol=1e-9)
+    np.testing.assert_allclose(saved.intrinsics, expected.intrinsics, atol=1e-9)
+    assert saved.source_size == (WIDTH, HEIGHT)
 
 
 def test_failed_save_leaves_no_partial_files(tmp_path, monkeypatch):
@@ -76,12 +81,13 @@ def test_failed_save_leaves_no_partial_files(tmp_path, monkeypatch):
     assert list(fresh_dir.iterdir()) == []
 
 
-def test_save_without_trajectory_drops_an_old_plot(tmp_path):
+def test_save_without_trajectory_drops_old_trajectory_files(tmp_path):
     out_dir = tmp_path / "run"
     make_output().save(out_dir)
     written = make_output(with_trajectory=False).save(out_dir)
-    assert "trajectory.png" not in written
-    assert not (out_dir / "trajectory.png").exists()
+    for name in ("trajectory.png", "trajectory.json"):
+        assert name not in written
+        assert not (out_dir / name).exists()
 
 
 @pytest.mark.parametrize("fps", [0, 2.5, True])

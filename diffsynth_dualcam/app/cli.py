@@ -21,8 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints"),
                         help="folder with the DualCamCtrl DiT (default: checkpoints)")
     parser.add_argument("--tiny", action="store_true", help="use the tiny random model even when weights exist")
-    parser.add_argument("--depth-model", default=DEFAULT_DEPTH_MODEL,
-                        help=f"hub id or local folder of the automatic depth model (default {DEFAULT_DEPTH_MODEL})")
+    parser.add_argument("--depth-model", default=None,
+                        help=f"hub id or local folder of the automatic depth model (default {DEFAULT_DEPTH_MODEL}; "
+                             "a tiny random one on the tiny model)")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs") / "app",
                         help="where each generation's folder is written (default outputs/app)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
@@ -39,7 +40,7 @@ def has_weights(checkpoint_dir: Path) -> bool:
 def load_generator(args: argparse.Namespace) -> tuple[PipelineGenerator, AppSettings]:
     """The pipeline generator and the page settings for it (a banner and small sizes on the tiny model)."""
     from ..pipeline import DualCamCtrlPipeline
-    from ..testing import tiny_pipeline
+    from ..testing import tiny_depth_estimator, tiny_pipeline
     from .generation import PipelineGenerator
     from .ui import AppSettings
 
@@ -51,12 +52,14 @@ def load_generator(args: argparse.Namespace) -> tuple[PipelineGenerator, AppSett
     else:
         reason = "--tiny was given" if args.tiny else f"no DualCamCtrl weights in {args.checkpoint_dir}"
         pipe = tiny_pipeline(device=args.device)
+        if args.depth_model is None:
+            pipe.depth_estimator = tiny_depth_estimator(device=args.device)
         settings = AppSettings(
             height=64, width=96, num_frames=9, num_inference_steps=3, cfg_scale=6.0,
             banner=f"Tiny random model ({reason}): the videos are noise. This mode is for trying the page; "
                    "see docs/app.md for the weights.",
         )
-    return PipelineGenerator(pipe, args.output_dir, depth_model=args.depth_model), settings
+    return PipelineGenerator(pipe, args.output_dir, depth_model=args.depth_model or DEFAULT_DEPTH_MODEL), settings
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import shutil
 import tempfile
 import warnings
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
+from ..io import atomic_write
 from .trajectory import CameraTrajectory
 
 FORMAT_NAME = "dualcam-trajectory"
@@ -308,20 +308,6 @@ FORMATS = tuple(READERS)
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------------
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; outputs are ordinary user files
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _decode(data: bytes, path: Path) -> str:

@@ -11,7 +11,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from scipy.spatial.transform import Rotation
 
-from .formats import atomic_write
+from ..io import atomic_write
 from .trajectory import CameraTrajectory
 
 #: At most this many frusta are drawn (evenly spaced, first and last included); the path shows every frame.

@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from ..io import atomic_write
 from .clip_dataset import CameraClipDataset
 from .realestate10k import META_FILE
 
@@ -104,9 +104,6 @@ def run(args: argparse.Namespace) -> int:
     total_frames = sum(report.num_frames for report in reports)
     print(f"{len(reports)} clips, {total_frames} frames with cameras, {bad} with problems")
     if args.report:
-        path = Path(args.report)
-        temporary = path.with_suffix(path.suffix + ".tmp")
-        temporary.write_text(json.dumps([report.__dict__ for report in reports], indent=1))
-        temporary.replace(path)
+        path = atomic_write(args.report, json.dumps([report.__dict__ for report in reports], indent=1).encode())
         print(f"report written to {path}")
     return 1 if bad else 0

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..camera import CameraTrajectory
 from .clip_dataset import CameraClipDataset, ClipFiles, check_frame_counts
-from .frames import FrameSource, find_frame_source
+from .frames import FrameSource, require_frame_source
 
 IMAGE_FOLDERS = ("images", "images_4")
 MODEL_FOLDERS = ("sparse/0", "colmap/sparse/0")
@@ -58,15 +58,9 @@ class DL3DVDataset(CameraClipDataset):
 
     def open_clip(self, name: str) -> ClipFiles:
         folder = self.root / name
-        image_dir = find_frame_source(folder, IMAGE_FOLDERS)
-        if image_dir is None:
-            raise FileNotFoundError(f"clip {name!r}: no image folder ({' or '.join(IMAGE_FOLDERS)}) in {folder}")
-        model_dir = find_frame_source(folder, MODEL_FOLDERS)
-        if model_dir is None:
-            raise FileNotFoundError(f"clip {name!r}: no COLMAP model ({' or '.join(MODEL_FOLDERS)}) in {folder}")
-        depth_path = find_frame_source(folder, DEPTH_NAMES)
-        if depth_path is None:
-            raise FileNotFoundError(f"clip {name!r}: no depth ({' or '.join(DEPTH_NAMES)}) in {folder}")
+        image_dir = require_frame_source(folder, IMAGE_FOLDERS, "image folder")
+        model_dir = require_frame_source(folder, MODEL_FOLDERS, "COLMAP model")
+        depth_path = require_frame_source(folder, DEPTH_NAMES, "depth")
         rgb = FrameSource(image_dir)
         camera, frame_ids = read_colmap_cameras(model_dir, [path.name for path in rgb.image_paths])
         if len(frame_ids) == 0:

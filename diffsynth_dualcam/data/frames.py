@@ -66,3 +66,11 @@ def find_frame_source(folder: Path, names: tuple[str, ...]) -> Path | None:
         if candidate.exists():
             return candidate
     return None
+
+
+def require_frame_source(folder: Path, names: tuple[str, ...], what: str) -> Path:
+    """``find_frame_source``, or a FileNotFoundError naming the clip (the folder's name) and the ``what`` missing."""
+    path = find_frame_source(folder, names)
+    if path is None:
+        raise FileNotFoundError(f"clip {folder.name!r}: no {what} ({' or '.join(names)}) in {folder}")
+    return path

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ..io import atomic_output, atomic_write
 from ..pipeline.output import write_video
 from .clip_dataset import CAPTIONS_FILE, load_captions
 from .frames import FrameSource, find_frame_source
@@ -49,15 +50,14 @@ def disparity_video(disparities: list[np.ndarray]) -> list[Image.Image]:
 def write_depth_video(rgb_path: str | Path, output_path: str | Path, disparity: Callable[[Image.Image], np.ndarray],
                       fps: int = 10) -> Path:
     """Estimate every frame's disparity with ``disparity`` (image -> [H, W] float, larger = nearer) and write the
-    clip's depth video (atomically: a partial file is renamed when complete)."""
+    clip's depth video (atomically)."""
     frames = FrameSource(rgb_path)
     disparities = []
     for index in tqdm(range(len(frames)), desc=f"depth of {Path(rgb_path).parent.name}", leave=False):
         disparities.append(disparity(Image.fromarray(frames.read([index])[0])))
     output_path = Path(output_path)
-    partial = output_path.with_name(f".{output_path.stem}.partial{output_path.suffix}")
-    write_video(partial, disparity_video(disparities), fps)
-    partial.replace(output_path)
+    with atomic_output(output_path) as temporary:
+        write_video(temporary, disparity_video(disparities), fps)
     return output_path
 
 
@@ -67,9 +67,7 @@ def save_captions(root: str | Path, captions: dict[str, str]) -> Path:
         raise ValueError("captions must map clip names to caption strings")
     path = Path(root) / CAPTIONS_FILE
     merged = {**load_captions(root), **captions}
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(merged, indent=1, ensure_ascii=False), encoding="utf-8")
-    partial.replace(path)
+    atomic_write(path, json.dumps(merged, indent=1, ensure_ascii=False).encode("utf-8"))
     return path
 
 

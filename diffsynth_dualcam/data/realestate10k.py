@@ -22,7 +22,7 @@ import numpy as np
 
 from ..camera import CameraTrajectory
 from .clip_dataset import CameraClipDataset, ClipFiles, check_frame_counts
-from .frames import FrameSource, find_frame_source
+from .frames import FrameSource, require_frame_source
 
 RGB_NAMES = ("video.mp4", "frames")
 DEPTH_NAMES = ("depth_vitl_fp16.mp4", "depth.mp4", "depth")
@@ -57,12 +57,8 @@ class RealEstate10KDataset(CameraClipDataset):
 
     def open_clip(self, name: str) -> ClipFiles:
         folder = self.root / name
-        rgb_path = find_frame_source(folder, RGB_NAMES)
-        if rgb_path is None:
-            raise FileNotFoundError(f"clip {name!r}: no RGB frames ({' or '.join(RGB_NAMES)}) in {folder}")
-        depth_path = find_frame_source(folder, DEPTH_NAMES)
-        if depth_path is None:
-            raise FileNotFoundError(f"clip {name!r}: no depth video ({' or '.join(DEPTH_NAMES)}) in {folder}")
+        rgb_path = require_frame_source(folder, RGB_NAMES, "RGB frames")
+        depth_path = require_frame_source(folder, DEPTH_NAMES, "depth video")
         pose_path = self.pose_file(folder)
         camera = CameraTrajectory.load(pose_path, format="torch" if pose_path.suffix == ".torch" else "realestate10k")
         rgb = FrameSource(rgb_path)

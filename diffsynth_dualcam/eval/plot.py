@@ -1,14 +1,13 @@
 """Plot of an estimated trajectory against the requested one, in the frame and scale the metrics compare them."""
 from __future__ import annotations
 
-import os
-import tempfile
 import textwrap
 from pathlib import Path
 
 import numpy as np
 
 from diffsynth_dualcam.eval.metrics import CONVENTIONS, HasPoses, Normalization, pose_errors
+from diffsynth_dualcam.io import atomic_output
 
 
 def plot_comparison(
@@ -59,14 +58,9 @@ def plot_comparison(
     figure.tight_layout(rect=(0, 0.06, 1, 1))
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(descriptor)
     try:
-        figure.savefig(temporary, format="png", dpi=100)
-        os.replace(temporary, path)
+        with atomic_output(path) as temporary:
+            figure.savefig(temporary, format="png", dpi=100)
     finally:
         plt.close(figure)
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return path

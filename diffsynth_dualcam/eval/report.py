@@ -6,8 +6,6 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from diffsynth_dualcam.eval.sfm import (
     UnregisteredFramesWarning,
     estimate_trajectory,
 )
+from diffsynth_dualcam.io import atomic_write
 
 #: Metrics averaged over trials and summarised over clips (sums over the registered frames and per-frame means).
 METRIC_KEYS = ("rot_err", "rot_err_deg", "rot_err_deg_mean", "trans_err", "trans_err_mean", "cammc", "cammc_mean")
@@ -173,8 +172,9 @@ def evaluate_clip(
     """Run ``settings.trials`` SfM trials on one clip and score each against its requested trajectory.
 
     A trial fails when SfM gives up or registers less than ``settings.min_registered`` of the frames; metrics of the
-    others are computed on their registered frames (relative to the first registered one) and averaged. Returns the
-    clip's JSON record; with ``plot_path``, also plots the trial with the median RotErr.
+    others are computed on their registered frames (relative to the first registered one) and averaged, with their
+    median over trials in ``trial_median``. Returns the clip's JSON record; with ``plot_path``, also plots the trial
+    with the median RotErr.
     """
     source, requested, reference = prepare_clip(pair, settings)
     indices = _frame_indices(len(source), settings)
@@ -226,6 +226,8 @@ def evaluate_clip(
         "failure_rate": (len(trials) - len(successes)) / len(trials),
         "registered_fraction": float(np.mean([record["registered_fraction"] for record in trials])),
         **{key: _mean_or_none([record[key] for record in successes]) for key in METRIC_KEYS},
+        # The median is robust to one trial whose reconstruction converged badly, which the mean is not.
+        "trial_median": {key: _median_or_none([record[key] for record in successes]) for key in METRIC_KEYS},
         "plot": None,
     }
     if plot_path is not None and scored:
@@ -324,23 +326,10 @@ def _format(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def write_report(report: dict, out_path: str | Path) -> tuple[Path, Path]:
     """Write the JSON report to ``out_path`` and the per-clip CSV beside it (same name, .csv); returns both."""
     out_path = Path(out_path)
     csv_path = out_path.with_suffix(".csv")
-    write_atomic(out_path, json.dumps(report, indent=2) + "\n")
-    write_atomic(csv_path, report_csv(report))
+    atomic_write(out_path, (json.dumps(report, indent=2) + "\n").encode("utf-8"))
+    atomic_write(csv_path, report_csv(report).encode("utf-8"))
     return out_path, csv_path

@@ -159,7 +159,10 @@ def run_batch(args: argparse.Namespace) -> int:
     if not clips:
         return 0
     _, first_args, (first_setup, *_) = clips[0]
+    needs_depth = any(image is not None and depth is None for _, _, (_, image, depth, _) in clips)
+    depth_estimator = generate_cli.load_depth_estimator(first_args, first_setup) if needs_depth else None
     pipe = generate_cli.build_pipeline(first_args, first_setup)
+    pipe.depth_estimator = depth_estimator
     generate_cli.configure_pipeline(pipe, first_args)
     for name, clip_args, prepared in tqdm(clips, desc=f"rank {rank} clips", disable=len(clips) < 2):
         written = generate_cli.generate_clip(pipe, clip_args, *prepared).save(clip_args.out, fps=clip_args.fps)

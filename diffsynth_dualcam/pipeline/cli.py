@@ -11,6 +11,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..camera import CameraTrajectory
+from ..depth import DEFAULT_DEPTH_MODEL, DepthEstimator
 from .dualcam import DualCamCtrlPipeline, local_official_dit, official_model_configs
 from .inputs import check_num_frames, check_size, prepare_trajectory
 from .output import DualCamCtrlOutput
@@ -55,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inputs = parser.add_argument_group("inputs")
     inputs.add_argument("--image", type=Path, help="first frame (image-to-video)")
     inputs.add_argument("--depth", type=Path,
-                        help="8-bit grayscale disparity map of the first frame, near = bright (required with --image)")
+                        help="8-bit grayscale disparity map of the first frame, near = bright (default: estimated "
+                             "with --depth-model)")
     inputs.add_argument("--t2v", action="store_true", help="text-to-video: no --image / --depth")
     camera = inputs.add_mutually_exclusive_group(required=True)
     camera.add_argument("--trajectory", type=Path,
@@ -97,6 +99,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DiT safetensors (default: the official one in --checkpoint-dir)")
     models.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints"),
                         help="folder with the official DiT (default checkpoints/)")
+    models.add_argument("--depth-model",
+                        help=f"Depth Anything model (hub id or local folder) that estimates the first frame's depth "
+                             f"when --image comes without --depth (default {DEFAULT_DEPTH_MODEL}; a tiny random "
+                             "one on the tiny model)")
     models.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="computation device (default cuda if available, else cpu)")
     models.add_argument("--offload", action="store_true",
@@ -172,12 +178,8 @@ def load_inputs(
     else:
         if args.image is None:
             raise ValueError("--image is required (or --t2v for text-to-video)")
-        if args.depth is None:
-            raise ValueError(
-                "--depth is required with --image: an 8-bit grayscale disparity map of the image (near = bright), "
-                "e.g. from Video Depth Anything"
-            )
-        image, depth = load_image("--image", args.image), load_image("--depth", args.depth)
+        image = load_image("--image", args.image)
+        depth = None if args.depth is None else load_image("--depth", args.depth)
     if args.trajectory is not None:
         trajectory = CameraTrajectory.load(args.trajectory)
     else:
@@ -202,6 +204,23 @@ def build_pipeline(args: argparse.Namespace, setup: GenerationSetup) -> DualCamC
                    "computation_device": args.device, "computation_dtype": torch_dtype}
     model_configs = official_model_configs(args.checkpoint_dir, dit_path=args.checkpoint, **offload)
     return DualCamCtrlPipeline.from_pretrained(model_configs, device=args.device, torch_dtype=torch_dtype)
+
+
+def load_depth_estimator(args: argparse.Namespace, setup: GenerationSetup) -> DepthEstimator:
+    """The depth model for ``--image`` without ``--depth``: ``--depth-model``, else the default one (the tiny random
+    one on the tiny model); a ValueError saying what to do when it cannot be loaded."""
+    if args.depth_model is None and setup.tiny:
+        from ..testing import tiny_depth_estimator
+
+        return tiny_depth_estimator(device=args.device)
+    model = args.depth_model or DEFAULT_DEPTH_MODEL
+    try:
+        return DepthEstimator.from_pretrained(model, device=args.device)
+    except OSError as error:
+        raise ValueError(
+            f"--depth was not given and the depth model {model!r} could not be loaded ({error}); pass --depth (an "
+            "8-bit grayscale disparity map of the image, near = bright) or --depth-model with a local copy"
+        ) from error
 
 
 def prepare_clip(
@@ -260,7 +279,9 @@ def run(args: argparse.Namespace) -> int:
 
         rank, _ = init_distributed()
         args.device = local_device(args.device)
+    depth_estimator = load_depth_estimator(args, setup) if image is not None and depth is None else None
     pipe = build_pipeline(args, setup)
+    pipe.depth_estimator = depth_estimator
     configure_pipeline(pipe, args)
     output = generate_clip(pipe, args, setup, image, depth, trajectory)
     if rank != 0:  # every rank holds the same clip; the first one writes it

@@ -17,7 +17,8 @@ from PIL import Image
 from ..camera import CameraTrajectory
 
 OUTPUT_FILES = (
-    "video.mp4", "depth.mp4", "side_by_side.mp4", "trajectory.png", "input_image.png", "input_depth.png", "params.json",
+    "video.mp4", "depth.mp4", "side_by_side.mp4", "trajectory.json", "trajectory.png", "input_image.png",
+    "input_depth.png", "params.json",
 )
 
 
@@ -58,13 +59,14 @@ class DualCamCtrlOutput:
     input_depth: Image.Image | None = None
 
     def save(self, out_dir: str | os.PathLike, fps: int = 16) -> dict[str, Path]:
-        """Write ``video.mp4``, ``depth.mp4``, ``side_by_side.mp4``, ``trajectory.png``, ``params.json`` and, for
-        image-to-video, ``input_image.png`` / ``input_depth.png``.
+        """Write ``video.mp4``, ``depth.mp4``, ``side_by_side.mp4``, ``trajectory.json``, ``trajectory.png``,
+        ``params.json`` and, for image-to-video, ``input_image.png`` / ``input_depth.png``.
 
         All files are written into a temporary folder inside ``out_dir`` first and moved into place only when every
-        one of them succeeded, so an error leaves no half-written file. ``trajectory.png`` is written only when the
-        trajectory is known and the input frames only when there are some (older ones are removed otherwise).
-        Returns the written paths by file name.
+        one of them succeeded, so an error leaves no half-written file; ``params.json`` is moved last. The trajectory
+        files (the camera path as generated, in the JSON format of ``CameraTrajectory.save``, and its plot) are
+        written only when the trajectory is known and the input frames only when there are some (older ones are
+        removed otherwise). Returns the written paths by file name.
         """
         if isinstance(fps, bool) or not isinstance(fps, int) or fps < 1:
             raise ValueError(f"fps must be a positive integer, got {fps!r}")
@@ -76,6 +78,7 @@ class DualCamCtrlOutput:
             write_video(staging / "depth.mp4", self.depth_video, fps)
             write_video(staging / "side_by_side.mp4", side_by_side(self.video, self.depth_video), fps)
             if self.trajectory is not None:
+                self.trajectory.save(staging / "trajectory.json")
                 self.trajectory.plot(staging / "trajectory.png")
             if self.input_image is not None:
                 self.input_image.convert("RGB").save(staging / "input_image.png")

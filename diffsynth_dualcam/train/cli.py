@@ -87,12 +87,7 @@ def validation_inputs(config: TrainConfig, dataset: CameraClipDataset) -> Valida
         item = dataset.sample(0, np.random.default_rng(settings.seed), flip=False)
         image, depth = frame_to_image(item["video"][:, 0]), frame_to_image(item["depth"][:, 0])
         camera, prompt = item["camera"], settings.prompt or item["prompt"]
-    return ValidationInputs(
-        image=image, depth=depth, camera=camera, prompt=prompt, negative_prompt=settings.negative_prompt,
-        height=settings.height, width=settings.width, num_frames=settings.num_frames,
-        num_inference_steps=settings.num_inference_steps, cfg_scale=settings.cfg_scale, seed=settings.seed,
-        fps=settings.fps,
-    )
+    return ValidationInputs(image=image, depth=depth, camera=camera, prompt=prompt, settings=settings)
 
 
 def train(config: TrainConfig) -> DualCamModelLogger:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..io import atomic_write
+
 STAGES = ("decoupled", "fusion")
 TRAINABLE = ("full", "lora", "fusion")
 LORA_BRANCHES = ("rgb", "depth", "both")
@@ -185,8 +187,4 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
     """Write the config as JSON (the record of a run)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(dataclasses.asdict(config), indent=2), encoding="utf-8")
-    temporary.replace(path)
+    atomic_write(path, json.dumps(dataclasses.asdict(config), indent=2).encode("utf-8"))

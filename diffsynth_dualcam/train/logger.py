@@ -13,25 +13,20 @@ from PIL import Image
 
 from ..camera import CameraTrajectory
 from ..checkpoints import save_dit
+from .config import ValidationConfig
 from .module import merged_dit
 
 
 @dataclass
 class ValidationInputs:
-    """One generation run periodically with the weights being trained."""
+    """One generation run periodically with the weights being trained: its inputs and the configured sampling
+    (negative prompt, size, frames, steps, guidance, seed, fps)."""
 
     image: Image.Image
     depth: Image.Image
     camera: CameraTrajectory
-    prompt: str = ""
-    negative_prompt: str = ""
-    height: int = 320
-    width: int = 480
-    num_frames: int = 25
-    num_inference_steps: int = 30
-    cfg_scale: float = 6.0
-    seed: int = 42
-    fps: int = 10
+    prompt: str
+    settings: ValidationConfig
 
 
 class DualCamModelLogger(ModelLogger):
@@ -97,22 +92,22 @@ class DualCamModelLogger(ModelLogger):
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             pipe = accelerator.unwrap_model(model).pipe
-            inputs = self.validation
+            inputs, settings = self.validation, self.validation.settings
             pipe.dit.eval()
             autocast = accelerator.autocast() if accelerator.mixed_precision != "no" else contextlib.nullcontext()
             try:
                 with torch.no_grad(), autocast:
                     output = pipe(
-                        prompt=inputs.prompt, negative_prompt=inputs.negative_prompt, input_image=inputs.image,
-                        input_depth=inputs.depth, camera=inputs.camera, height=inputs.height, width=inputs.width,
-                        num_frames=inputs.num_frames, num_inference_steps=inputs.num_inference_steps,
-                        cfg_scale=inputs.cfg_scale, seed=inputs.seed, tiled=False,
+                        prompt=inputs.prompt, negative_prompt=settings.negative_prompt, input_image=inputs.image,
+                        input_depth=inputs.depth, camera=inputs.camera, height=settings.height, width=settings.width,
+                        num_frames=settings.num_frames, num_inference_steps=settings.num_inference_steps,
+                        cfg_scale=settings.cfg_scale, seed=settings.seed, tiled=False,
                     )
             finally:
                 pipe.dit.train()
                 pipe.scheduler.set_timesteps(1000, training=True)
             directory = Path(self.output_path) / "validation" / f"step-{self.num_steps}"
-            output.save(directory, fps=inputs.fps)
+            output.save(directory, fps=settings.fps)
             self.validation_dirs.append(directory)
             print(f"validation video saved in {directory}")
         accelerator.wait_for_everyone()
