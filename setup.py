@@ -20,7 +20,7 @@ setup(
     python_requires=">=3.10",
     install_requires=read_requirements(),
     extras_require={
-        "test": ["pytest", "pytest-xdist", "pytest-timeout", "hypothesis", "ruff", "evo", "playwright"],
+        "test": ["pytest", "pytest-xdist", "pytest-timeout", "hypothesis", "ruff", "evo", "playwright", "torchmetrics"],
         "metrics": ["torchmetrics[image]"],
         "usp": ["xfuser"],
     },
