@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,24 +46,44 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hash_state_dict_keys(model.state_dict(), with_shape=True)
 
 
+class LayoutCollisionWarning(UserWarning):
+    """A registration replaced another config with the same parameter layout (names and shapes)."""
+
+
 def register_config(config: dict[str, Any]) -> str:
     """Make files with the layout of ``config`` load as ``"dualcamctrl_dit"``; returns the layout's hash.
 
-    Configs with the same layout (e.g. fusion at other block indices) share a hash: the latest registration wins.
+    DiffSynth tells files apart by parameter names and shapes only, so configs that differ only in where the fusion
+    modules sit share a hash and one registry entry: the latest registration wins, with a
+    ``LayoutCollisionWarning`` when it replaces a different config. Register the file to be loaded just before
+    loading it (``register_checkpoint``), or load it with ``diffsynth_dualcam.checkpoints.load_dit``.
     """
     config = normalize_config(config)
     model_hash = config_hash(config)
+    _set_entry(model_hash, config)
+    return model_hash
+
+
+def _set_entry(model_hash: str, config: dict[str, Any]) -> None:
     entry = {"model_hash": model_hash, "model_name": MODEL_NAME, "model_class": MODEL_CLASS, "extra_kwargs": config}
     for index, existing in enumerate(MODEL_CONFIGS):
         if existing["model_hash"] == model_hash:
             if existing["model_name"] != MODEL_NAME:
                 raise ValueError(f"layout hash {model_hash} is already registered for {existing['model_name']}")
+            if existing["extra_kwargs"] != config:
+                changed = {key: value for key, value in config.items() if existing["extra_kwargs"].get(key) != value}
+                warnings.warn(
+                    f"files of DualCamCtrl layout {model_hash} now load with {changed} instead of "
+                    f"{ {key: existing['extra_kwargs'].get(key) for key in changed} }: the layouts are identical, so "
+                    "DiffSynth cannot tell the two configs apart; the latest registration applies",
+                    LayoutCollisionWarning,
+                    stacklevel=3,
+                )
             MODEL_CONFIGS[index] = entry
             break
     else:
         MODEL_CONFIGS.append(entry)
     VRAM_MANAGEMENT_MODULE_MAPS[MODEL_CLASS] = VRAM_MODULE_MAP
-    return model_hash
 
 
 def read_config_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -109,10 +130,12 @@ def register_checkpoint(path: str | os.PathLike, config: dict[str, Any] | None =
         raise ValueError(
             f"{path} holds no DualCamCtrl config metadata: pass config= (e.g. diffsynth_dualcam.models.OFFICIAL_CONFIG)"
         )
-    model_hash = register_config(config)
+    config = normalize_config(config)
+    model_hash = config_hash(config)
     if hash_model_file(path) != model_hash:
         difference = layout_difference(load_keys_dict(path), config_shapes(config))
         raise ValueError(f"{path} does not have the layout of its DualCamCtrl config: {difference}")
+    _set_entry(model_hash, config)
     return model_hash
 
 

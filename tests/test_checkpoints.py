@@ -25,7 +25,7 @@ from diffsynth_dualcam.registry import read_config_metadata
 
 WAN_CONFIG = {k: v for k, v in TINY_CONFIG.items()
               if k not in ("rgb_inject_blocks", "depth_inject_blocks", "control_block_index", "use_gate_3d_linear",
-                           "update")}
+                           "update", "text_len")}
 
 
 def random_dit(seed: int = 0) -> DualCamCtrlDiT:

@@ -9,10 +9,19 @@ from diffsynth.models.wan_video_dit import (
 )
 from diffsynth.pipelines.wan_video import model_fn_wan_video
 
-from diffsynth_dualcam.models import TINY_CONFIG, DualCamCtrlDiT, LinearFusion, SigmaFusion, StackFusion
+from diffsynth_dualcam.models import (
+    OFFICIAL_CONFIG,
+    TINY_CONFIG,
+    DualCamCtrlDiT,
+    LinearFusion,
+    SigmaFusion,
+    StackFusion,
+)
 from diffsynth_dualcam.models.dit import ContiguousCrossAttention
+from diffsynth_dualcam.registry import OFFICIAL_HASH, config_hash
 
-DUAL_KEYS = ("rgb_inject_blocks", "depth_inject_blocks", "control_block_index", "use_gate_3d_linear", "update")
+DUAL_KEYS = ("rgb_inject_blocks", "depth_inject_blocks", "control_block_index", "use_gate_3d_linear", "update",
+             "text_len")
 BASE_CONFIG = {key: value for key, value in TINY_CONFIG.items() if key not in DUAL_KEYS}
 FRAMES, HEIGHT, WIDTH = 3, 4, 6  # latent grid: 3 x 2 x 3 tokens
 
@@ -299,7 +308,23 @@ def test_none_means_no_blocks_as_in_the_reference():
     assert dit.rgb_inject_blocks == dit.depth_inject_blocks == [] and len(dit.control_blocks) == 1
 
 
+def test_reference_yaml_dit_section_builds_the_official_layout():
+    """The reference's model_config YAML ``dit:`` section (with its ``text_len``) builds our official model."""
+    section = {
+        "dim": 1536, "in_dim": 32, "ffn_dim": 8960, "out_dim": 16, "text_dim": 4096, "freq_dim": 256, "eps": 1.0e-06,
+        "patch_size": [1, 2, 2], "num_heads": 12, "num_layers": 30, "has_image_input": True, "text_len": 512,
+        "in_dim_control_adapter": 24, "rgb_inject_blocks": [0, 1, 2, 3, 4],
+        "depth_inject_blocks": [5, 6, 7, 8, 9, 10, 11, 12, 13, 14], "use_gate_3d_linear": True, "update": False,
+        "control_block_index": list(range(30)), "add_control_adapter": True,
+    }
+    with torch.device("meta"):
+        dit = DualCamCtrlDiT(**section)
+    assert dit.config == OFFICIAL_CONFIG
+    assert config_hash(section) == OFFICIAL_HASH
+
+
 @pytest.mark.parametrize("overrides, message", [
+    ({"text_len": 0}, "text_len must be a positive int"),
     ({"rgb_inject_blocks": [0, 5]}, "rgb_inject_blocks entries [5]"),
     ({"control_block_index": [0, 1], "depth_inject_blocks": [2]}, "depth_inject_blocks entries [2]"),
     ({"control_block_index": [0, 0]}, "repeated"),

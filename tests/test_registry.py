@@ -144,3 +144,39 @@ def test_config_that_does_not_fit_the_file_is_refused(tmp_path):
         register_checkpoint(saved, config={**TINY_CONFIG, "num_layers": 5, "control_block_index": [0]})
     with pytest.raises(FileNotFoundError):
         register_checkpoint(tmp_path / "absent.safetensors", config=TINY_CONFIG)
+
+
+def test_refused_registration_leaves_the_registry_unchanged(tmp_path):
+    dit = random_tiny_dit()
+    path = tmp_path / "plain.safetensors"
+    save_file({k: v.contiguous() for k, v in dit.state_dict().items()}, str(path))
+    before = [dict(entry) for entry in MODEL_CONFIGS]
+    other = {**TINY_CONFIG, "num_layers": 5}
+    with pytest.raises(ValueError, match="does not have the layout"):
+        register_checkpoint(path, config=other)
+    assert MODEL_CONFIGS == before
+
+
+def test_config_argument_may_leave_out_defaults(tmp_path):
+    dit = random_tiny_dit()
+    path = save_dit(dit, tmp_path / "dit.safetensors")
+    spelled_short = {key: value for key, value in TINY_CONFIG.items() if key not in ("update", "text_len")}
+    assert register_checkpoint(path, config=spelled_short) == config_hash(TINY_CONFIG)
+    with pytest.raises(ValueError, match="differs from the config stored"):
+        register_checkpoint(path, config={**spelled_short, "update": True})
+
+
+def test_same_layout_other_fusion_blocks_warns_and_the_latest_registration_loads(tmp_path):
+    first = random_tiny_dit(rgb_inject_blocks=[0, 1], depth_inject_blocks=[1, 2])
+    second = random_tiny_dit(rgb_inject_blocks=[2, 3], depth_inject_blocks=[0, 3])
+    path_first = save_dit(first, tmp_path / "first.safetensors")
+    path_second = save_dit(second, tmp_path / "second.safetensors")
+    assert register_checkpoint(path_first) == register_checkpoint(path_first)  # the same config: no warning
+    with pytest.warns(diffsynth_dualcam.registry.LayoutCollisionWarning, match=r"rgb_inject_blocks.*\[2, 3\]"):
+        register_checkpoint(path_second)
+    with pytest.warns(diffsynth_dualcam.registry.LayoutCollisionWarning, match=r"\[0, 1\]"):
+        register_checkpoint(path_first)
+    pool = ModelPool()
+    pool.auto_load_model(str(path_first), vram_config={**pool.default_vram_config(), **FLOAT32_ON_CPU})
+    loaded = pool.fetch_model("dualcamctrl_dit")
+    assert loaded.rgb_inject_blocks == [0, 1] and loaded.depth_inject_blocks == [1, 2]

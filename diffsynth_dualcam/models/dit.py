@@ -74,6 +74,7 @@ class DualCamCtrlDiT(WanModel):
     ``rgb_zero_inits[j]`` fuses RGB into depth before depth block ``rgb_inject_blocks[j]``;
     ``control_zero_inits[j]`` fuses depth into RGB after depth block ``depth_inject_blocks[j]``.
     The fusion kind follows ``use_gate_3d_linear`` / ``update`` (see ``diffsynth_dualcam.models.fusion``).
+    ``text_len``, the reference config's text context length, is only recorded in ``config``: any context length works.
     """
 
     def __init__(
@@ -91,12 +92,15 @@ class DualCamCtrlDiT(WanModel):
         has_image_input: bool,
         add_control_adapter: bool = False,
         in_dim_control_adapter: int = 24,
+        text_len: int = 512,
         rgb_inject_blocks: Sequence[int] | None = (),
         depth_inject_blocks: Sequence[int] | None = (),
         control_block_index: Sequence[int] | None = (),
         use_gate_3d_linear: bool = True,
         update: bool = False,
     ) -> None:
+        if isinstance(text_len, bool) or not isinstance(text_len, int) or text_len < 1:
+            raise ValueError(f"text_len must be a positive int (the text context length), got {text_len!r}")
         control_block_index = _check_block_list(
             "control_block_index", control_block_index, range(num_layers), f"range(num_layers={num_layers})"
         )
@@ -122,7 +126,8 @@ class DualCamCtrlDiT(WanModel):
             "dim": dim, "in_dim": in_dim, "ffn_dim": ffn_dim, "out_dim": out_dim, "text_dim": text_dim,
             "freq_dim": freq_dim, "eps": eps, "patch_size": patch_size, "num_heads": num_heads,
             "num_layers": num_layers, "has_image_input": has_image_input, "add_control_adapter": add_control_adapter,
-            "in_dim_control_adapter": in_dim_control_adapter, "rgb_inject_blocks": rgb_inject_blocks,
+            "in_dim_control_adapter": in_dim_control_adapter, "text_len": text_len,
+            "rgb_inject_blocks": rgb_inject_blocks,
             "depth_inject_blocks": depth_inject_blocks, "control_block_index": control_block_index,
             "use_gate_3d_linear": use_gate_3d_linear, "update": update,
         })
