@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,32 @@ def voxel_downsample(cloud: PointCloud, voxel_size: float) -> PointCloud:
     return PointCloud(points, colors)
 
 
+def check_lift_options(frame_stride: int, pixel_stride: int, near: float, far: float,
+                       voxel_size: float | None) -> None:
+    """A ValueError naming the first option of :func:`lift_frames` / :func:`export_run` that is out of range."""
+    strides = (("frame_stride (--frame-stride)", frame_stride), ("pixel_stride (--pixel-stride)", pixel_stride))
+    for name, value in strides:
+        if not _is_number(value, whole=True) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    for name, value in (("near (--near)", near), ("far (--far)", far)):
+        if not _is_number(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if not 0 < near < far:
+        raise ValueError(f"need 0 < near < far (--near, --far), got near={near}, far={far}")
+    if voxel_size is not None and (not _is_number(voxel_size) or voxel_size < 0):
+        raise ValueError(f"voxel_size (--voxel-size) must be a finite number >= 0 (0 keeps every point) or None "
+                         f"(automatic), got {voxel_size!r}")
+
+
+def _is_number(value: object, whole: bool = False) -> bool:
+    """Whether `value` is a finite real number (an integer when `whole`), not a bool."""
+    if isinstance(value, bool):
+        return False
+    if whole:
+        return isinstance(value, (int, np.integer))
+    return isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value)
+
+
 def lift_frames(
     rgb: np.ndarray,
     disparity: np.ndarray,
@@ -119,6 +146,7 @@ def lift_frames(
     (none: the generated disparity is used as is). `voxel_size` None picks the footprint of one sampled pixel at
     the median depth of frame 0; 0 keeps every point.
     """
+    check_lift_options(frame_stride, pixel_stride, near, far, voxel_size)
     rgb = np.asarray(rgb)
     disparity = np.asarray(disparity, dtype=np.float64)
     num_frames = len(rgb)
@@ -130,8 +158,6 @@ def lift_frames(
         raise ValueError(
             f"need one camera per frame: {num_frames} frames, {len(c2w)} poses, {len(intrinsics)} intrinsics rows"
         )
-    if frame_stride < 1 or pixel_stride < 1:
-        raise ValueError(f"frame_stride and pixel_stride must be >= 1, got {frame_stride} and {pixel_stride}")
     if reference_disparity is not None:
         scale, shift = fit_scale_shift(disparity[0], reference_disparity)
         disparity = scale * disparity + shift
@@ -223,6 +249,8 @@ def load_run(run_dir: str | Path, input_depth: str | Path | None = None) -> Gene
         warnings.warn(f"{depth_path} not found: the depth video is lifted without fitting it to the input depth",
                       stacklevel=2)
     else:
+        if not depth_path.is_file():
+            raise FileNotFoundError(f"input depth map {depth_path} not found")
         with Image.open(depth_path) as image:
             depth_image = image.convert("L")
         if depth_image.size != (rgb.shape[2], rgb.shape[1]):
@@ -244,8 +272,10 @@ def export_run(
 ) -> dict[str, Path]:
     """Write `points.ply`, the frames as `images/frame_NNNNN.png` and the COLMAP text model `sparse/0/`.
 
-    Returns the written paths by name ("points.ply", "images", "sparse").
+    Returns the written paths by name ("points.ply", "images", "sparse"). The options are checked before anything
+    is read or written (see :func:`check_lift_options`).
     """
+    check_lift_options(frame_stride, pixel_stride, near, far, voxel_size)
     run = load_run(run_dir, input_depth)
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir)
     cloud = lift_frames(
@@ -276,7 +306,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--near", type=float, default=1.0, help="distance of the nearest depth value (default 1)")
     parser.add_argument("--far", type=float, default=10.0, help="distance of the farthest depth value (default 10)")
     parser.add_argument("--voxel-size", type=float, default=None,
-                        help="voxel edge for downsampling; 0 keeps every point (default: one pixel at median depth)")
+                        help="voxel edge for downsampling, >= 0; 0 keeps every point (default: one pixel at median "
+                             "depth)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -128,12 +128,18 @@ def tiny_models(seed: int = 0) -> dict[str, torch.nn.Module]:
 def tiny_pipeline(
     seed: int = 0, device: str | torch.device = "cpu", torch_dtype: torch.dtype = torch.float32
 ) -> DualCamCtrlPipeline:
-    """A ``DualCamCtrlPipeline`` of tiny random models (weights fixed by ``seed``)."""
+    """A ``DualCamCtrlPipeline`` of tiny random models (weights fixed by ``seed``); its runs' ``params.json`` say so."""
     pipe = DualCamCtrlPipeline(device=device, torch_dtype=torch_dtype)
     for name, model in tiny_models(seed).items():
         setattr(pipe, name, model.to(device=device, dtype=torch_dtype))
     pipe.tokenizer = tiny_tokenizer()
+    pipe.model_source = tiny_model_source(seed)
     return pipe
+
+
+def tiny_model_source(seed: int = 0) -> str:
+    """What ``params.json`` records as the models of ``tiny_pipeline(seed)``."""
+    return f"tiny random models (diffsynth_dualcam.testing.tiny_pipeline, seed {seed})"
 
 
 #: component -> (DiffSynth model name, class, constructor kwargs, class whose VRAM-management map it shares).

@@ -3,21 +3,19 @@
 Pass ``--colmap DIR`` (a sparse model folder, text or binary, or a folder containing sparse/0). Without it the
 example writes the demo route66 path as a COLMAP text model first, so that it runs out of the box.
 """
-import argparse
 from pathlib import Path
 
-from common import DEMO_DIR, OUTPUT_DIR, load_pipeline
+from common import DEMO_DIR, argument_parser, load_pipeline
 from PIL import Image
 
 from diffsynth_dualcam.camera import CameraTrajectory
 
-parser = argparse.ArgumentParser(description=__doc__)
+parser = argument_parser(__doc__)
 parser.add_argument("--colmap", type=Path, help="COLMAP sparse model folder")
-parser.add_argument("--tiny", action="store_true", help="tiny random models instead of the official weights")
 args = parser.parse_args()
 pipe, size = load_pipeline(args.tiny)
 
-out_dir = OUTPUT_DIR / "colmap_trajectory"
+out_dir = args.out / "colmap_trajectory"
 if args.colmap is None:
     demo_path = CameraTrajectory.load(DEMO_DIR / "route66.torch")
     args.colmap = CameraTrajectory(demo_path.c2w, demo_path.intrinsics, (640, 360)).save(out_dir / "sparse",

@@ -18,11 +18,18 @@ OFFICIAL_SIZE = {"height": 320, "width": 480, "num_frames": 61, "num_inference_s
 TINY_SIZE = {"height": 64, "width": 96, "num_frames": 9, "num_inference_steps": 3}
 
 
-def parse_args(description: str) -> argparse.Namespace:
-    """``--tiny``: run with tiny random models (seconds on a CPU, noise-like output) instead of the weights."""
+def argument_parser(description: str) -> argparse.ArgumentParser:
+    """The options every example takes: ``--tiny`` (tiny random models: seconds on a CPU, noise-like output) and
+    ``--out`` (the folder that receives the example's output folder)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--tiny", action="store_true", help="tiny random models instead of the official weights")
-    return parser.parse_args()
+    parser.add_argument("--out", type=Path, default=OUTPUT_DIR, help=f"output folder (default {OUTPUT_DIR})")
+    return parser
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    """The command line of an example with only the common options."""
+    return argument_parser(description).parse_args()
 
 
 def load_pipeline(tiny: bool) -> tuple[DualCamCtrlPipeline, dict[str, int]]:

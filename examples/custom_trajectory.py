@@ -1,6 +1,6 @@
 """A custom camera path: presets composed (simultaneous moves) and chained (one after the other), checked in a plot
 before generating."""
-from common import DEMO_DIR, OUTPUT_DIR, load_pipeline, parse_args
+from common import DEMO_DIR, load_pipeline, parse_args
 from PIL import Image
 
 from diffsynth_dualcam.camera import CameraTrajectory
@@ -16,7 +16,7 @@ orbit_rising = CameraTrajectory.preset("orbit_left", num_frames=half, distance=2
 camera = orbit_rising.then(CameraTrajectory.preset("dolly_in", num_frames=frames - half + 1))
 assert len(camera) == frames
 
-out_dir = OUTPUT_DIR / "custom_trajectory"
+out_dir = args.out / "custom_trajectory"
 camera.save(out_dir / "camera.json")
 print(camera.plot(out_dir / "camera_preview.png", title="orbit + rise, then push in"))
 

@@ -1,5 +1,5 @@
 """Image-to-video from a demo scene: the astronaut image, its depth map and its RealEstate10K camera path."""
-from common import DEMO_DIR, OUTPUT_DIR, load_pipeline, parse_args
+from common import DEMO_DIR, load_pipeline, parse_args
 from PIL import Image
 
 from diffsynth_dualcam.camera import CameraTrajectory
@@ -18,5 +18,5 @@ output = pipe(
     negative_prompt="blurry, distorted, low quality",
     input_image=image, input_depth=depth, camera=camera, seed=42, cfg_scale=6.0, **size,
 )
-for path in output.save(OUTPUT_DIR / "i2v_astronaut", fps=16).values():
+for path in output.save(args.out / "i2v_astronaut", fps=16).values():
     print(path)

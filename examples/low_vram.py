@@ -6,7 +6,7 @@ than keeping everything on the GPU: use it when the models do not fit."""
 import dataclasses
 
 import torch
-from common import DEMO_DIR, OFFICIAL_SIZE, OUTPUT_DIR, REPO_ROOT, TINY_SIZE, parse_args
+from common import DEMO_DIR, OFFICIAL_SIZE, REPO_ROOT, TINY_SIZE, parse_args
 from PIL import Image
 
 from diffsynth_dualcam.camera import CameraTrajectory
@@ -23,7 +23,7 @@ offload = {
     "computation_device": device, "computation_dtype": torch_dtype,  # where each layer runs
 }
 if args.tiny:  # the same loading path with tiny model files written on the fly
-    model_configs, tokenizer_config = write_tiny_model_files(OUTPUT_DIR / "tiny_models")
+    model_configs, tokenizer_config = write_tiny_model_files(args.out / "tiny_models")
     model_configs = [dataclasses.replace(config, **offload) for config in model_configs]
     size = TINY_SIZE
 else:
@@ -39,5 +39,5 @@ output = pipe(
     input_image=Image.open(DEMO_DIR / "seaside.png"), input_depth=Image.open(DEMO_DIR / "seaside_depth.png"),
     camera=camera, seed=42, tiled=True, tile_size=(30, 52), tile_stride=(15, 26), **size,
 )
-for path in output.save(OUTPUT_DIR / "low_vram").values():
+for path in output.save(args.out / "low_vram").values():
     print(path)

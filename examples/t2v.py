@@ -1,5 +1,5 @@
 """Text-to-video with a preset camera move: no input image, the depth video is generated alongside."""
-from common import OUTPUT_DIR, load_pipeline, parse_args
+from common import load_pipeline, parse_args
 
 from diffsynth_dualcam.camera import CameraTrajectory
 
@@ -12,5 +12,5 @@ output = pipe(
     negative_prompt="blurry, distorted, low quality",
     t2v=True, camera=camera, seed=7, **size,
 )
-for path in output.save(OUTPUT_DIR / "t2v_library").values():
+for path in output.save(args.out / "t2v_library").values():
     print(path)

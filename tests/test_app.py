@@ -172,6 +172,164 @@ def test_trajectory_uploads_in_each_supported_shape(upload_root):
     assert str(upload_root) not in str(refused.value)  # no server path in the message
 
 
+def _nerf_document(with_size: bool) -> dict:
+    frames = [{"file_path": "frame.png", "transform_matrix": np.eye(4).tolist()} for _ in range(3)]
+    return {"camera_angle_x": 1.2, "frames": frames, **({"w": 96, "h": 64} if with_size else {})}
+
+
+def test_uploaded_transforms_json_must_give_its_image_size(upload_root, monkeypatch):
+    from diffsynth_dualcam.camera import formats
+
+    opened = []
+    monkeypatch.setattr(formats, "_image_file_size", lambda *args: opened.append(args) or (96, 64))
+    _png(upload_root / "frame.png")  # the file the frames name exists: only the check keeps it from being read
+    transforms = upload_root / "transforms.json"
+    transforms.write_text(json.dumps(_nerf_document(with_size=False)))
+    with pytest.raises(UploadError, match=r'transforms.json could not be read: frame 0 has no "w" and "h": an '
+                                          "uploaded transforms.json must give the image width and height") as refused:
+        load_trajectory_upload([transforms])
+    assert opened == [] and str(upload_root) not in str(refused.value)
+    # The page shows the same message beside the camera plot, and generation refuses it.
+    plot, message = preview_camera("Trajectory file", "orbit_left", 1.0, [str(transforms)], None, 90.0, 9, 96, 64)
+    assert plot is None and "must give the image width and height" in message
+    # Absolute or escaping paths are not reached either.
+    for file_path in ("/etc/hostname", "../../x.png"):
+        document = _nerf_document(with_size=False)
+        document["frames"][1]["file_path"] = file_path
+        transforms.write_text(json.dumps(document))
+        with pytest.raises(UploadError, match="frame 0 has no"):
+            load_trajectory_upload([transforms])
+    assert opened == []
+
+    transforms.write_text(json.dumps(_nerf_document(with_size=True)))
+    trajectory = load_trajectory_upload([transforms])
+    assert trajectory.source_size == (96, 64) and len(trajectory) == 3 and opened == []
+    np.testing.assert_allclose(trajectory.intrinsics[0, 0], 0.5 / math.tan(0.6))
+
+
+def _colmap_models(folder):
+    """The pan_right preset as a COLMAP text model and the same model written binary by pycolmap."""
+    pycolmap = pytest.importorskip("pycolmap")
+    preset = CameraTrajectory.preset("pan_right", num_frames=5)
+    expected = CameraTrajectory(preset.c2w, preset.intrinsics, (96, 64))
+    expected.save(folder / "text", format="colmap")
+    (folder / "binary").mkdir()
+    pycolmap.Reconstruction(str(folder / "text")).write_binary(str(folder / "binary"))
+    return expected
+
+
+def _same_cameras(loaded, expected):
+    np.testing.assert_allclose(loaded.relative().c2w, expected.relative().c2w, atol=1e-6)
+    np.testing.assert_allclose(loaded.intrinsics, expected.intrinsics, atol=1e-9)
+    assert loaded.source_size == (96, 64)
+
+
+def test_binary_colmap_model_uploads(upload_root):
+    expected = _colmap_models(upload_root)
+    binary = upload_root / "binary"
+    assert {"cameras.bin", "images.bin", "points3D.bin"} <= {path.name for path in binary.iterdir()}
+    _same_cameras(load_trajectory_upload(sorted(binary.iterdir())), expected)
+    # An older model without rigs/frames, and one without its (possibly large) points3D.bin.
+    _same_cameras(load_trajectory_upload([binary / "cameras.bin", binary / "images.bin", binary / "points3D.bin"]),
+                  expected)
+    _same_cameras(load_trajectory_upload([binary / "images.bin", binary / "cameras.bin"]), expected)
+
+    with pytest.raises(UploadError, match="the files mix .txt and .bin"):
+        load_trajectory_upload([binary / "cameras.bin", upload_root / "text" / "images.txt"])
+    with pytest.raises(UploadError, match="missing images.bin"):
+        load_trajectory_upload([binary / "cameras.bin"])
+    with pytest.raises(UploadError, match="cameras.txt given more than once"):
+        load_trajectory_upload([upload_root / "text" / "cameras.txt", upload_root / "text" / "images.txt",
+                                _copy_to(upload_root / "text" / "cameras.txt", upload_root / "again")])
+    (upload_root / "weights.bin").write_bytes(b"\0" * 16)
+    with pytest.raises(UploadError, match="unexpected weights.bin"):
+        load_trajectory_upload([upload_root / "weights.bin"])
+    (upload_root / "broken").mkdir()
+    for name in ("cameras.bin", "images.bin"):
+        (upload_root / "broken" / name).write_bytes(b"\xff" * 40)
+    with pytest.raises(UploadError, match="the COLMAP model could not be read") as refused:
+        load_trajectory_upload(sorted((upload_root / "broken").iterdir()))
+    assert "dualcam-colmap-" not in str(refused.value)  # the private folder's path is not shown
+
+
+def _copy_to(path, folder):
+    folder.mkdir(exist_ok=True)
+    (folder / path.name).write_bytes(path.read_bytes())
+    return folder / path.name
+
+
+def test_zipped_colmap_model_uploads_by_base_name_only(tmp_path, upload_root, monkeypatch):
+    expected = _colmap_models(tmp_path)
+    archive = upload_root / "scene.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
+        for path in sorted((tmp_path / "binary").iterdir()):
+            zipped.write(path, f"project/sparse/0/{path.name}")
+        zipped.writestr("project/images/frame_00000.png", b"not extracted")
+        zipped.writestr("../../outside/evil.txt", b"not extracted")
+    import diffsynth_dualcam.app.uploads as uploads
+
+    private = []
+    read_folder = uploads._read_colmap_folder
+    monkeypatch.setattr(uploads, "_read_colmap_folder",
+                        lambda folder: private.append((folder, sorted(os.listdir(folder)))) or read_folder(folder))
+    _same_cameras(load_trajectory_upload([archive]), expected)
+    # Only the model files were extracted, each to its fixed name in one private folder, which is gone afterwards.
+    folder, names = private[0]
+    assert names == sorted(path.name for path in (tmp_path / "binary").iterdir())
+    assert folder.name.startswith("dualcam-colmap-") and not folder.exists()
+    assert not (tmp_path / "outside").exists() and not (upload_root.parent / "outside").exists()
+
+    # The scene.zip the app offers for download (text model under sparse/0/) reads back as well.
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for path in sorted((tmp_path / "text").iterdir()):
+            zipped.write(path, f"sparse/0/{path.name}")
+        zipped.writestr("points.ply", b"ply")
+    _same_cameras(load_trajectory_upload([archive]), expected)
+
+
+def _zip(path, members, compression=zipfile.ZIP_DEFLATED, encrypted=False):
+    with zipfile.ZipFile(path, "w", compression=compression) as zipped:
+        for name, data in members.items():
+            zipped.writestr(name, data)
+    if encrypted:  # zipfile cannot encrypt: set the "encrypted" flag bit of every local and central header
+        data = bytearray(path.read_bytes())
+        for signature, flag_offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+            start = data.find(signature)
+            while start >= 0:
+                data[start + flag_offset] |= 0x1
+                start = data.find(signature, start + 4)
+        path.write_bytes(bytes(data))
+    return path
+
+
+def test_bad_zip_uploads_are_refused_with_a_reason(tmp_path, upload_root, monkeypatch):
+    import diffsynth_dualcam.app.uploads as uploads
+
+    _colmap_models(tmp_path)
+    text = {path.name: path.read_bytes() for path in (tmp_path / "text").iterdir()}
+    binary = {path.name: path.read_bytes() for path in (tmp_path / "binary").iterdir()}
+    cases = [
+        ({f"0/{name}": data for name, data in text.items()} | {f"1/{name}": data for name, data in text.items()},
+         {}, "more than one COLMAP model"),
+        ({"cameras.txt": text["cameras.txt"], "images.bin": binary["images.bin"]}, {}, "the files mix .txt and .bin"),
+        ({"readme.md": b"hello"}, {}, "holds no COLMAP model files"),
+        ({"cameras.txt": text["cameras.txt"]}, {}, "missing images.txt"),
+        (text, {"encrypted": True}, "cameras.txt is encrypted|images.txt is encrypted"),
+        (text, {"compression": zipfile.ZIP_BZIP2}, "uses a compression other than deflate or none"),
+    ]
+    for members, options, message in cases:
+        with pytest.raises(UploadError, match=message):
+            load_trajectory_upload([_zip(upload_root / "model.zip", members, **options)])
+    (upload_root / "fake.zip").write_bytes(b"PK\x03\x04 this is not an archive")
+    with pytest.raises(UploadError, match="the .zip is damaged or not a zip archive"):
+        load_trajectory_upload([upload_root / "fake.zip"])
+    # The unpacked size is checked from the archive before anything is extracted (no zip bombs).
+    bomb = _zip(upload_root / "bomb.zip", {**text, "images.txt": b"#" * 4096})
+    monkeypatch.setattr(uploads, "MAX_COLMAP_BYTES", 2048)
+    with pytest.raises(UploadError, match=r"images.txt is 4.0 KiB unpacked, the limit is 2.0 KiB"):
+        load_trajectory_upload([bomb])
+
+
 # ---- the page ---------------------------------------------------------------------------------------------------
 
 
@@ -323,3 +481,23 @@ def test_app_command_falls_back_to_the_tiny_model_with_a_banner(tmp_path):
                                       "--device", "cpu", "--depth-model", str(tmp_path / "depth")])
     generator, _ = load_generator(args)
     assert generator.pipe.depth_estimator is None and generator.depth_model == str(tmp_path / "depth")
+
+
+def test_app_command_prints_the_attention_backend_and_compiles_on_request(tmp_path, capsys):
+    from diffsynth_dualcam.app.cli import load_generator
+    from diffsynth_dualcam.cli import build_parser
+    from diffsynth_dualcam.parallel.backend import attention_backend
+
+    def compiled_blocks(pipe):
+        return [getattr(block, "_compiled_call_impl", None) is not None
+                for block in pipe.dit.modules() if type(block).__name__ == "DiTBlock"]
+
+    base = ["app", "--tiny", "--output-dir", str(tmp_path), "--device", "cpu"]
+    generator, _ = load_generator(build_parser().parse_args(base))
+    assert f"attention: {attention_backend()}" in capsys.readouterr().err
+    assert not any(compiled_blocks(generator.pipe))
+    # torch.compile is lazy: wrapping the blocks costs nothing until the first generation runs them.
+    generator, _ = load_generator(build_parser().parse_args([*base, "--compile"]))
+    blocks = compiled_blocks(generator.pipe)
+    assert blocks and all(blocks)
+    assert "DiT on cpu float32; attention: " in capsys.readouterr().err

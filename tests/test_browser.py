@@ -2,8 +2,10 @@
 
 Writes a screenshot of the finished page to outputs/test-artifacts/app.png.
 """
+import json
 import shutil
 import socket
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,22 @@ SCREENSHOT = Path(__file__).resolve().parents[1] / "outputs" / "test-artifacts" 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).is_file(), reason=f"Chromium not found at {CHROMIUM} (Debian: apt-get install chromium)"
 )
+
+
+def _binary_colmap_zip(folder: Path) -> Path:
+    """A .zip of a five-camera binary COLMAP model under sparse/0/."""
+    pycolmap = pytest.importorskip("pycolmap")
+    from diffsynth_dualcam.camera import CameraTrajectory
+
+    preset = CameraTrajectory.preset("pan_right", num_frames=5)
+    CameraTrajectory(preset.c2w, preset.intrinsics, (96, 64)).save(folder / "text", format="colmap")
+    (folder / "binary").mkdir()
+    pycolmap.Reconstruction(str(folder / "text")).write_binary(str(folder / "binary"))
+    archive = folder / "model.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for path in sorted((folder / "binary").iterdir()):
+            zipped.write(path, f"sparse/0/{path.name}")
+    return archive
 
 
 def _free_port() -> int:
@@ -54,6 +72,10 @@ def test_generate_in_the_browser(app_url, tmp_path):
     photo = tmp_path / "room.png"
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (80, 120, 3), dtype=np.uint8)).save(photo)
+    transforms = tmp_path / "transforms.json"
+    frames = [{"file_path": "/etc/hostname", "transform_matrix": np.eye(4).tolist()}]
+    transforms.write_text(json.dumps({"camera_angle_x": 1.0, "frames": frames}))
+    colmap_zip = _binary_colmap_zip(tmp_path)
 
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -85,6 +107,17 @@ def test_generate_in_the_browser(app_url, tmp_path):
             page.wait_for_timeout(2_000)  # let the 3D view draw its first frames for the screenshot
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+            # A trajectory file: a transforms.json without its image size is refused on the page, a zipped
+            # binary COLMAP model is read and plotted.
+            page.locator("#camera-source").get_by_text("Trajectory file").click()
+            trajectory_upload = page.locator("#trajectory-upload input[type=file]")
+            trajectory_upload.set_input_files(str(transforms))
+            expect(page.locator("#camera-status")).to_contain_text("must give the image width and height",
+                                                                   timeout=30_000)
+            page.locator("#trajectory-upload button[aria-label='Clear']").click()
+            trajectory_upload.set_input_files(str(colmap_zip))
+            expect(page.locator("#camera-status")).to_contain_text("5 frames", timeout=30_000)
 
             # The camera source chooses which editor is shown.
             page.locator("#camera-source").get_by_text("Keyframes").click()

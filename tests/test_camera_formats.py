@@ -26,7 +26,7 @@ def sample_trajectory() -> CameraTrajectory:
     moves = moves.compose(CameraTrajectory.preset("roll_cw", num_frames=7, degrees_per_frame=3.0))
     world = np.eye(4)
     world[:3, 3] = [3.0, -1.0, 0.5]
-    return CameraTrajectory(world @ moves.c2w, moves.intrinsics, (640, 360))
+    return CameraTrajectory(world @ moves.c2w, moves.intrinsics, (1280, 720))
 
 
 @pytest.mark.parametrize(
@@ -46,8 +46,7 @@ def test_round_trip_through_every_writer(tmp_path, name, format, atol):
     restored = CameraTrajectory.load(path)
     np.testing.assert_allclose(restored.c2w, trajectory.c2w, atol=atol)
     np.testing.assert_allclose(restored.intrinsics, trajectory.intrinsics, atol=atol)
-    keeps_size = format in ("json", "colmap", "nerf")
-    assert restored.source_size == (trajectory.source_size if keeps_size else REALESTATE10K_FRAME_SIZE)
+    assert restored.source_size == trajectory.source_size == (1280, 720)
     assert not list(tmp_path.rglob("*.tmp")), "temporary files left behind"
 
 
@@ -72,6 +71,33 @@ def test_colmap_hand_written_text_model(tmp_path):
     np.testing.assert_allclose(trajectory.centres, [[0, 0, -1], [-0.1, -0.2, -0.3]])  # a.png first; centre = -t
     np.testing.assert_allclose(trajectory.intrinsics, [[0.6, 61 / 50, 0.5, 0.48], [0.5, 330 / 360, 300 / 640, 0.5]])
     assert trajectory.source_size is None  # the cameras differ in size
+
+
+def test_colmap_text_model_errors(tmp_path):
+    (tmp_path / "cameras.txt").write_text("1 PINHOLE 64 48 50 50 32 24\n")
+    (tmp_path / "images.txt").write_text("1 1 0 0 0 0 0 0 1 a.png\n\n2 0 0 0 0 1 2 3 1 b.png\n\n")
+    with pytest.raises(ValueError, match="image 'b.png' \\(id 2\\): quaternion \\(qw qx qy qz\\) = \\(0 0 0 0\\) "
+                                         "has norm 0"):
+        CameraTrajectory.load(tmp_path)
+    (tmp_path / "images.txt").write_text("1 1 0 0 0 0 0 0 1 a.png\n\n2 0.6 0 0.6 0 1 2 3 1 b.png\n\n")
+    with pytest.raises(ValueError, match="quaternion .* has norm 0.848528; a rotation needs a unit quaternion"):
+        CameraTrajectory.load(tmp_path)
+    # A camera model without focal length (pycolmap would crash if asked for one).
+    (tmp_path / "cameras.txt").write_text("1 EQUIRECTANGULAR 64 32 64 32\n")
+    (tmp_path / "images.txt").write_text("1 1 0 0 0 0 0 0 1 a.png\n\n")
+    with pytest.raises(ValueError, match="camera 1 uses the EQUIRECTANGULAR model, which has no focal length"):
+        CameraTrajectory.load(tmp_path)
+
+
+def test_colmap_text_quaternions_are_normalised(tmp_path):
+    # 6-digit text: the quaternion is a little off unit length; the pose is the exact rotation it stands for.
+    rotation = Rotation.from_rotvec([0.3, -0.2, 0.1])
+    qx, qy, qz, qw = rotation.as_quat()
+    (tmp_path / "cameras.txt").write_text("1 PINHOLE 64 48 50 50 32 24\n")
+    (tmp_path / "images.txt").write_text(f"1 {qw:.6f} {qx:.6f} {qy:.6f} {qz:.6f} 0 0 0 1 a.png\n\n")
+    c2w = CameraTrajectory.load(tmp_path).c2w[0]
+    np.testing.assert_allclose(c2w[:3, :3].T @ c2w[:3, :3], np.eye(3), atol=1e-14)
+    np.testing.assert_allclose(c2w[:3, :3], rotation.inv().as_matrix(), atol=2e-6)
 
 
 def test_nerf_conventions(tmp_path):
@@ -112,6 +138,70 @@ def test_realestate10k_text_with_url_line(tmp_path):
         CameraTrajectory.load(tmp_path / "short.txt")
 
 
+def test_realestate10k_source_size_in_the_first_line(tmp_path):
+    row = " ".join(str(value) for value in sample_trajectory().to_realestate10k()[0])
+    for first_line, expected in [
+        ("https://www.youtube.com/watch?v=abc", REALESTATE10K_FRAME_SIZE),  # the dataset's clips are 640x360
+        ("dualcam-trajectory", REALESTATE10K_FRAME_SIZE),
+        ("dualcam-trajectory source_size=1280x720", (1280, 720)),
+        ("dualcam-trajectory source_size=none", None),
+        ("", REALESTATE10K_FRAME_SIZE),  # no first line at all
+    ]:
+        (tmp_path / "clip.txt").write_text(f"{first_line}\n{row}\n")
+        assert CameraTrajectory.load(tmp_path / "clip.txt").source_size == expected, first_line
+    sizeless = CameraTrajectory(sample_trajectory().c2w, sample_trajectory().intrinsics)
+    assert sizeless.save(tmp_path / "sizeless.txt").read_text().splitlines()[0] == "dualcam-trajectory source_size=none"
+    assert CameraTrajectory.load(tmp_path / "sizeless.txt").source_size is None
+    for bad in ("640x0", "640", "wide", "640x360x2"):
+        (tmp_path / "clip.txt").write_text(f"dualcam-trajectory source_size={bad}\n{row}\n")
+        with pytest.raises(ValueError, match=f"first line: source_size must be WIDTHxHEIGHT .* got '{bad}'"):
+            CameraTrajectory.load(tmp_path / "clip.txt")
+
+
+def test_torch_source_size_entry(tmp_path):
+    rows = torch.from_numpy(sample_trajectory().to_realestate10k()[:, 1:]).float()
+    sizeless = CameraTrajectory(sample_trajectory().c2w, sample_trajectory().intrinsics)
+    assert CameraTrajectory.load(sizeless.save(tmp_path / "sizeless.torch")).source_size is None
+    saved = torch.load(tmp_path / "sizeless.torch", weights_only=True)
+    assert sorted(saved) == ["cameras", "source_size"] and saved["source_size"] is None
+    for content, expected in [({"cameras": rows}, REALESTATE10K_FRAME_SIZE), (rows, REALESTATE10K_FRAME_SIZE),
+                              ({"cameras": rows, "source_size": (320, 240)}, (320, 240))]:
+        torch.save(content, tmp_path / "t.torch")
+        assert CameraTrajectory.load(tmp_path / "t.torch").source_size == expected
+    for bad in ([True, True], "640x360", [640], [640.0, 360.0], [0, 360], torch.tensor([640, 360])):
+        torch.save({"cameras": rows, "source_size": bad}, tmp_path / "t.torch")
+        with pytest.raises(ValueError, match="t.torch: .*source_size"):
+            CameraTrajectory.load(tmp_path / "t.torch")
+
+
+def odd_tensors() -> dict:
+    """Tensors torch.load(weights_only=True) can return that are not a dense real array of rows."""
+    rows = torch.from_numpy(sample_trajectory().to_realestate10k()[:, 1:]).float()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantized and nested tensors warn that they are deprecated or beta
+        return {
+            "sparse_coo": rows.to_sparse(),
+            "sparse_csr": rows.to_sparse_csr(),
+            "quantized": torch.quantize_per_tensor(rows, 0.1, 0, torch.qint32),
+            "nested": torch.nested.nested_tensor(list(rows)),
+            "meta": torch.empty(rows.shape, device="meta"),
+            "dtype complex64": rows.to(torch.complex64),
+            "dtype bool": rows != 0,
+            "overlap": rows[:1].expand(10**9, 18),  # 18 stored numbers standing for 144 GB of float64
+        }
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("kind", list(odd_tensors()))
+def test_odd_tensors_are_refused(tmp_path, kind):
+    tensor = odd_tensors()[kind]
+    with pytest.raises(ValueError, match=f"must be a dense \\(strided\\) tensor of real .*{kind.split()[-1]}"):
+        CameraTrajectory.from_realestate10k(tensor)
+    torch.save({"cameras": tensor}, tmp_path / "odd.torch")
+    with pytest.raises(ValueError, match="odd.torch: RealEstate10K rows must be a dense"):
+        CameraTrajectory.load(tmp_path / "odd.torch")
+
+
 def test_demo_torch_files_load(demo_dir):
     for name, frames in (("astronaut", 142), ("route66", 98), ("seaside", 125)):
         rows = torch.load(demo_dir / f"{name}.torch", weights_only=True)["cameras"].double().numpy()
@@ -147,6 +237,31 @@ def test_load_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="needs cameras.txt and images.txt"):
         CameraTrajectory.load(tmp_path / "empty")
+    with pytest.raises(ValueError, match="other.json: a COLMAP model is a directory"):
+        CameraTrajectory.load(tmp_path / "other.json", format="colmap")
+    (tmp_path / "array.json").write_text(json.dumps([document]))
+    with pytest.raises(ValueError, match="array.json: a JSON array is not a trajectory; accepted JSON trajectories "
+                                         "are objects: a dualcam-trajectory file .* or a NeRF transforms.json"):
+        CameraTrajectory.load(tmp_path / "array.json")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda document: document.update(source_size=[True, True]), "source_size must be \\(width, height\\)"),
+        (lambda document: document.update(version=True), "unsupported version True"),
+        (lambda document: document["frames"][0]["c2w"][0].__setitem__(0, True), "frame 0 c2w must be numbers, got a "
+                                                                                "boolean"),
+        (lambda document: document["frames"][0].update(intrinsics=[0.5, 0.9, 0.5, False]),
+         "frame 0 intrinsics must be numbers, got a boolean"),
+    ],
+)
+def test_json_booleans_are_not_numbers(tmp_path, change, message):
+    document = json.loads(sample_trajectory().save(tmp_path / "t.json").read_text())
+    change(document)
+    (tmp_path / "t.json").write_text(json.dumps(document))
+    with pytest.raises(ValueError, match=f"t.json: {message}"):
+        CameraTrajectory.load(tmp_path / "t.json")
 
 
 def only_value_errors(path) -> None:
@@ -158,7 +273,8 @@ def only_value_errors(path) -> None:
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @FUZZ
-@given(data=st.binary(max_size=300), prefix=st.sampled_from([b"", b"PK\x03\x04", b"\x80\x02", b"{", b"url\n"]))
+@given(data=st.binary(max_size=300), prefix=st.sampled_from([b"", b"PK\x03\x04", b"\x80\x02", b"{", b"[", b"url\n",
+                                                                  b"dualcam-trajectory source_size="]))
 def test_fuzz_random_bytes(tmp_path, data, prefix):
     path = tmp_path / "fuzz.bin"
     path.write_bytes(prefix + data)
@@ -188,6 +304,17 @@ def test_fuzz_random_json(tmp_path, header, frames):
     path = tmp_path / "fuzz.json"
     path.write_text(json.dumps({**header, "frames": frames}))
     only_value_errors(path)
+
+
+@pytest.mark.filterwarnings("ignore")
+@FUZZ
+@given(kind=st.sampled_from(list(odd_tensors()) + ["float16", "int64", "uint8", "float64"]),
+       rows=st.integers(0, 3), width=st.sampled_from([17, 18, 19]), source_size=json_values)
+def test_fuzz_torch_contents(tmp_path, kind, rows, width, source_size):
+    tensors = odd_tensors()
+    tensor = tensors[kind] if kind in tensors else torch.ones(rows, width, dtype=getattr(torch, kind))
+    torch.save({"cameras": tensor, "source_size": source_size}, tmp_path / "fuzz.torch")
+    only_value_errors(tmp_path / "fuzz.torch")
 
 
 @FUZZ
@@ -230,3 +357,4 @@ def test_round_trip_of_random_trajectories(tmp_path, seed, num_frames, size, nam
     atol = 1e-4 if name == "t.torch" else 1e-9  # the demo format stores float32
     np.testing.assert_allclose(restored.c2w, trajectory.c2w, atol=atol)
     np.testing.assert_allclose(restored.intrinsics, trajectory.intrinsics, atol=atol, rtol=1e-6)
+    assert restored.source_size == size

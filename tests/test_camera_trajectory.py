@@ -68,6 +68,8 @@ def test_validation_of_shapes_and_sizes():
         CameraTrajectory(np.tile(np.eye(4), (2, 1, 1)), np.ones((3, 4)))
     with pytest.raises(ValueError, match="source_size must be \\(width, height\\)"):
         CameraTrajectory(np.eye(4)[None], np.ones((1, 4)), source_size=(640, -1))
+    with pytest.raises(ValueError, match="source_size must be \\(width, height\\)"):
+        CameraTrajectory(np.eye(4)[None], np.ones((1, 4)), source_size=(True, True))  # booleans are not sizes
     with pytest.raises(ValueError, match="empty trajectory"):
         CameraTrajectory.preset("static", num_frames=3)[5:]
     with pytest.raises(ValueError, match="has 3 frames but 5 were requested"):

@@ -7,14 +7,15 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from diffsynth_dualcam.camera import CameraTrajectory
 from diffsynth_dualcam.cli import main
 from diffsynth_dualcam.depth import DepthEstimator
 from diffsynth_dualcam.pipeline import cli as generate_cli
-from diffsynth_dualcam.pipeline.inputs import prepare_image
-from diffsynth_dualcam.testing import save_tiny_depth_anything, tiny_depth_estimator
+from diffsynth_dualcam.pipeline.inputs import prepare_image, prepare_trajectory
+from diffsynth_dualcam.testing import save_tiny_depth_anything, tiny_depth_estimator, tiny_model_source
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +25,8 @@ def inputs(tmp_path_factory):
     Image.fromarray(rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)).save(folder / "image.png")
     Image.fromarray(np.tile(np.linspace(0, 255, 160), (90, 1)).astype(np.uint8)).save(folder / "depth.png")
     (folder / "not_an_image.png").write_text("plain text")
+    Image.fromarray(np.tile(np.linspace(0, 65535, 160), (90, 1)).astype(np.uint16)).save(folder / "depth16.png")
+    (folder / "taken").write_text("a file, not a folder")
     CameraTrajectory.preset("static", num_frames=1).save(folder / "one_frame.json")
     return folder
 
@@ -47,7 +50,8 @@ def test_tiny_generation_writes_and_lists_files(inputs, tmp_path, capsys):
         assert (out / name).is_file() and str(out / name) in stdout
     params = json.loads((out / "params.json").read_text())
     assert (params["width"], params["height"], params["num_frames"]) == (64, 48, 5)
-    assert params["seed"] == 5 and params["prompt"] == "a house" and params["model"] == "tiny-random"
+    assert params["seed"] == 5 and params["prompt"] == "a house"
+    assert params["models"] == tiny_model_source()
     assert params["camera"]["type"] == "trajectory" and len(params["camera"]["realestate10k"]) == 5
 
 
@@ -96,11 +100,25 @@ BAD_ARGUMENTS = [
     (["--fps", "0"], "--fps must be at least 1"),
     (["--speed", "0"], "--speed must be a positive number"),
     (["--checkpoint", "missing.safetensors"], "--checkpoint: no such file"),
+    (["--device", "bogus"], "--device: 'bogus' is not a torch device"),
+    (["--device", "cpu:x"], "--device: 'cpu:x' is not a torch device"),
+    (["--out", "{inputs}/taken"], "--out must be a folder, .*taken is a file"),
+    (["--out", "{inputs}/taken/run"], "--out must be a folder, .*taken/run is inside .*taken, which is a file"),
 ]
 
 
+@pytest.fixture
+def no_pipeline(monkeypatch):
+    """Bad arguments must fail before any model is built."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the pipeline was built before the arguments were checked")
+
+    monkeypatch.setattr(generate_cli, "build_pipeline", forbidden)
+
+
 @pytest.mark.parametrize(("extra", "message"), BAD_ARGUMENTS)
-def test_bad_values_exit_2(inputs, tmp_path, capsys, extra, message):
+def test_bad_values_exit_2(inputs, tmp_path, capsys, no_pipeline, extra, message):
+    extra = [item.format(inputs=inputs) for item in extra]
     code, _, stderr = run_cli(
         capsys, "--tiny", "--image", str(inputs / "image.png"), "--depth", str(inputs / "depth.png"), "--preset",
         "static", "--out", str(tmp_path / "run"), *extra,
@@ -125,24 +143,77 @@ BAD_INPUTS = [
      "not a UTF-8 text file and not a torch file"),
     (["--image", "{inputs}/image.png", "--depth", "{inputs}/depth.png", "--trajectory", "{inputs}/one_frame.json"],
      "at least 2 are needed to resample it"),
+    (["--image", "{inputs}/image.png", "--depth", "{inputs}/depth16.png", "--preset", "static"],
+     "--depth: {inputs}/depth16.png has PIL mode 'I;16', expected an 8-bit image"),
+    (["--image", "{inputs}/depth16.png", "--depth", "{inputs}/depth.png", "--preset", "static"],
+     "--image: {inputs}/depth16.png has PIL mode 'I;16'"),
+    (["--t2v"], "a camera is required: --trajectory FILE or --preset NAME"),
 ]
 
 
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_device_without_hardware_exits_2(inputs, tmp_path, capsys, no_pipeline, monkeypatch, device):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, stderr = run_cli(capsys, "--tiny", "--t2v", "--preset", "static", "--device", device, "--out",
+                              str(tmp_path / "run"))
+    assert code == 2
+    assert f"--device {device}: no cuda device is available on this machine" in stderr
+
+
+def test_device_index_beyond_the_devices_exits_2(tmp_path, capsys, no_pipeline, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    code, _, stderr = run_cli(capsys, "--tiny", "--t2v", "--preset", "static", "--device", "cuda:2", "--out",
+                              str(tmp_path / "run"))
+    assert code == 2
+    assert "--device cuda:2: this machine has 2 cuda device(s), numbered from 0" in stderr
+
+
 @pytest.mark.parametrize(("argv", "message"), BAD_INPUTS)
-def test_bad_inputs_exit_2(inputs, tmp_path, capsys, argv, message):
+def test_bad_inputs_exit_2(inputs, tmp_path, capsys, no_pipeline, argv, message):
     code, _, stderr = run_cli(capsys, "--tiny", "--out", str(tmp_path / "run"),
                               *(item.format(inputs=inputs) for item in argv))
     assert code == 2
-    assert message in stderr
+    assert message.format(inputs=inputs) in stderr
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("argv", [
     ["--size", "64"], ["--size", "0x64"], ["--frames", "many"], ["--preset", "sideways"],
-    ["--preset", "static", "--trajectory", "x.json"], [],
+    ["--preset", "static", "--trajectory", "x.json"],
 ])
 def test_argparse_errors_exit_2(capsys, argv):
     with pytest.raises(SystemExit) as exit_info:
         main(["generate", "--tiny", *argv])
     assert exit_info.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_batch_clips_without_a_camera_take_the_command_lines(inputs, tmp_path, capsys):
+    """``--trajectory`` with ``--batch-file``: the camera of clips that give none; a clip's own preset replaces it."""
+    trajectory_file = tmp_path / "orbit.json"
+    CameraTrajectory.preset("orbit_left", num_frames=9).save(trajectory_file)
+    batch_file = tmp_path / "jobs.jsonl"
+    batch_file.write_text(json.dumps({"name": "default", "t2v": True}) + "\n"
+                          + json.dumps({"name": "own", "t2v": True, "preset": "pan_left"}) + "\n")
+    out = tmp_path / "out"
+    code, _, stderr = run_cli(capsys, "--tiny", "--device", "cpu", "--batch-file", str(batch_file), "--trajectory",
+                              str(trajectory_file), "--frames", "5", "--size", "64x48", "--steps", "1", "--out",
+                              str(out))
+    assert code == 0, stderr
+    for name, camera in (("default", CameraTrajectory.load(trajectory_file)),
+                         ("own", CameraTrajectory.preset("pan_left", num_frames=5))):
+        expected = prepare_trajectory(camera, 5, 64, 48, None, resample=True).to_realestate10k()
+        rows = json.loads((out / name / "params.json").read_text())["camera"]["realestate10k"]
+        np.testing.assert_allclose(rows, expected, atol=1e-9)
+
+
+def test_batch_clip_without_any_camera_exits_2_before_models_load(tmp_path, capsys, no_pipeline):
+    batch_file = tmp_path / "jobs.jsonl"
+    batch_file.write_text(json.dumps({"name": "a", "t2v": True, "preset": "static"}) + "\n"
+                          + json.dumps({"name": "b", "t2v": True}) + "\n")
+    code, _, stderr = run_cli(capsys, "--tiny", "--device", "cpu", "--batch-file", str(batch_file), "--out",
+                              str(tmp_path / "out"))
+    assert code == 2
+    assert "clip 'b': a camera is required" in stderr
+    assert not (tmp_path / "out").exists()

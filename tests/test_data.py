@@ -12,6 +12,7 @@ from PIL import Image
 from diffsynth_dualcam.camera import CameraTrajectory, pack_plucker
 from diffsynth_dualcam.data import DL3DVDataset, RealEstate10KDataset
 from diffsynth_dualcam.data.check import check_dataset
+from diffsynth_dualcam.data.clip_dataset import ClipFiles
 from diffsynth_dualcam.data.frames import FrameSource
 from diffsynth_dualcam.data.prepare import STRETCH_PERCENTILES, align_disparities, disparity_video
 from diffsynth_dualcam.data.synthetic import write_synthetic_dataset
@@ -108,12 +109,36 @@ def test_sample_clip_indices():
         indices = sample_clip_indices(30, 9, 3, rng)
         assert len(indices) == 9 and indices[0] >= 0 and indices[-1] < 30
         assert np.all(np.diff(indices) == 3)
-    # Too short for stride 5: the largest stride that fits (2) is used.
+    # Too short for stride 5: the largest stride that fits (2) is used, also when that is the minimum.
     assert np.all(np.diff(sample_clip_indices(20, 9, 5, rng)) == 2)
+    assert np.all(np.diff(sample_clip_indices(20, 9, 5, rng, min_stride=2)) == 2)
     with pytest.raises(ValueError, match="4k\\+1"):
         sample_clip_indices(30, 8, 1, rng)
     with pytest.raises(ValueError, match="needs at least 9 frames, has 6"):
         sample_clip_indices(6, 9, 1, rng)
+    # 9 frames at least 2 apart need 17: 16 is too short even though stride 1 would fit.
+    with pytest.raises(ValueError, match="needs at least 17 frames, has 16 \\(9 frames at stride >= 2\\)"):
+        sample_clip_indices(16, 9, 5, rng, min_stride=2)
+    with pytest.raises(ValueError, match="min_stride must be between 1 and stride=2"):
+        sample_clip_indices(30, 9, 2, rng, min_stride=3)
+
+
+def test_min_stride_in_the_dataset_and_the_checker(tmp_path, capsys):
+    from diffsynth_dualcam.cli import main
+
+    write_synthetic_dataset(tmp_path, num_clips=1, num_frames=9)
+    dataset = RealEstate10KDataset(tmp_path, height=64, width=96, num_frames=5, stride=8, min_stride=2)
+    item = dataset.sample(0, np.random.default_rng(0))
+    assert item["frame_ids"].tolist() == [0, 2, 4, 6, 8]  # stride 8 lowered to the 2 that fits
+    strict = RealEstate10KDataset(tmp_path, height=64, width=96, num_frames=5, stride=8, min_stride=3)
+    with pytest.raises(ValueError, match="clip 'clip000': needs at least 13 frames, has 9"):
+        strict.sample(0, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="min_stride must be between 1 and stride=2"):
+        RealEstate10KDataset(tmp_path, height=64, width=96, num_frames=5, stride=2, min_stride=3)
+    assert main(["check-dataset", str(tmp_path), "--num-frames", "5", "--min-stride", "2"]) == 0
+    assert main(["check-dataset", str(tmp_path), "--num-frames", "5", "--min-stride", "3"]) == 1
+    assert "PROBLEM clip000: 9 usable frames, fewer than the 13 that num_frames=5 at min_stride=3 needs" in (
+        capsys.readouterr().out)
 
 
 def test_errors_name_the_clip(tmp_path):
@@ -144,7 +169,55 @@ def test_checker_passes_a_good_dataset_and_flags_short_clips(tmp_path):
     dataset = RealEstate10KDataset(tmp_path, height=64, width=96, num_frames=5)
     assert all(report.ok and not report.warnings for report in check_dataset(dataset, num_frames=9, progress=False))
     short = check_dataset(dataset, num_frames=13, progress=False)
-    assert short[0].problems == ["9 usable frames, fewer than num_frames=13"]
+    assert short[0].problems == ["9 usable frames, fewer than the 13 that num_frames=13 at min_stride=1 needs"]
+
+
+def test_depth_of_another_aspect_ratio_stops_training(tmp_path):
+    write_synthetic_dataset(tmp_path, num_clips=2, num_frames=5)  # 96x64 frames
+    for clip, size in (("clip000", (64, 64)), ("clip001", (48, 32))):  # square: wrong; half size: the same aspect
+        for path in (tmp_path / clip / "depth").iterdir():
+            Image.open(path).resize(size).save(path)
+    dataset = RealEstate10KDataset(tmp_path, height=32, width=48, num_frames=5)
+    with pytest.raises(ValueError, match="clip 'clip000': depth frames are 64x64, RGB frames 96x64: the aspect "
+                                         "ratios differ"):
+        dataset.sample(0, np.random.default_rng(0))
+    assert dataset.sample(1, np.random.default_rng(0))["depth"].shape == (3, 5, 32, 48)
+    reports = check_dataset(dataset, progress=False)
+    assert reports[0].problems == ["depth frames are 64x64, RGB frames 96x64: the aspect ratios differ"]
+    assert reports[1].ok
+
+
+def test_per_clip_captions_follow_the_sampled_frames(tmp_path):
+    write_synthetic_dataset(tmp_path, num_clips=3, num_frames=9)
+    (tmp_path / "captions.json").write_text(json.dumps({"clip001": "the dataset's caption"}))
+    # The published per-clip form ({split}_captions/<key>/captions.json): a caption every N frames by frame index.
+    (tmp_path / "clip000" / "captions.json").write_text(json.dumps({"0": "first room", "4": "hall", "8": "garden"}))
+    (tmp_path / "clip001" / "captions.json").write_text(json.dumps({"0": "overridden by the dataset's"}))
+    dataset = RealEstate10KDataset(tmp_path, height=64, width=96, num_frames=5, stride=1, flip_probability=0.0)
+    seen = set()
+    for seed in range(12):
+        item = dataset.sample(0, np.random.default_rng(seed))
+        last = int(item["frame_ids"][-1])  # 4..8: the caption of the last captioned frame at or before it
+        assert item["prompt"] == ("garden" if last >= 8 else "hall"), last
+        seen.add(item["prompt"])
+    assert seen == {"hall", "garden"}
+    assert dataset.sample(1, np.random.default_rng(0))["prompt"] == "the dataset's caption"
+    assert dataset.sample(2, np.random.default_rng(0))["prompt"] == ""
+    uncaptioned = RealEstate10KDataset(tmp_path, height=64, width=96, num_frames=5, use_captions=False)
+    assert uncaptioned.sample(0, np.random.default_rng(0))["prompt"] == ""
+    # Before the first captioned frame: its caption.
+    clip = dataset.open_clip("clip000")
+    late = ClipFiles(clip.name, clip.rgb, clip.depth, clip.camera, clip.frame_ids, frame_captions={6: "late"})
+    assert late.prompt_for(np.array([0, 1, 2])) == "late"
+
+    reports = check_dataset(dataset, progress=False)
+    assert [report.warnings for report in reports[:2]] == [[], []]
+    assert "no caption" in reports[2].warnings[0]
+    (tmp_path / "clip002" / "captions.json").write_text(json.dumps({"start": "not a frame index"}))
+    with pytest.raises(ValueError, match="clip 'clip002': .*captions.json: expected a JSON object mapping frame "
+                                         "indices"):
+        dataset.sample(2, np.random.default_rng(0))
+    assert "expected a JSON object mapping frame indices" in check_dataset(dataset, progress=False)[2].problems[0]
 
 
 def test_checker_rejects_colour_mapped_depth(tmp_path):
@@ -189,6 +262,32 @@ def test_dl3dv_layout_with_colmap_model(tmp_path):
     assert skipped not in item["frame_ids"].tolist()
     expected_depth = np.asarray(Image.open(folder / "depth" / f"{item['frame_ids'][2]:05d}.png"), np.float32)
     torch.testing.assert_close(item["depth"][0, 2], torch.from_numpy(expected_depth / 127.5 - 1.0), atol=1e-6, rtol=0)
+
+
+def test_prepare_data_writes_dl3dv_depth_and_reports_skipped_folders(tmp_path, capsys):
+    from diffsynth_dualcam.cli import main
+    from diffsynth_dualcam.testing import save_tiny_depth_anything
+
+    model = save_tiny_depth_anything(tmp_path / "model")
+    write_synthetic_dataset(tmp_path / "raw", num_clips=1, num_frames=5)
+    root = tmp_path / "dl3dv"
+    shutil.copytree(tmp_path / "raw" / "clip000" / "frames", root / "scene_a" / "images_4")
+    (root / "notes").mkdir()
+    # In the RealEstate10K layout no folder has frames: an error, the DL3DV scene named with the layout to use.
+    assert main(["prepare-data", str(root), "--depth-model", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert f"warning: skipped {root / 'scene_a'}: no RGB frames (video.mp4 or frames); it has dl3dv frames: " \
+           "use --layout dl3dv" in err
+    assert "no clip folder has RGB frames of the realestate10k layout" in err
+    assert not (root / "scene_a" / "depth.mp4").exists()
+
+    assert main(["prepare-data", str(root), "--depth-model", str(model), "--layout", "dl3dv"]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: skipped {root / 'notes'}: no RGB frames (images or images_2 or images_4 or images_8)" in (
+        captured.err)
+    assert "1 depth videos to write, 0 clips already have depth, 1 folders skipped" in captured.out
+    depth = FrameSource(root / "scene_a" / "depth.mp4")
+    assert len(depth) == 5 and depth.size == (96, 64)
 
 
 def test_published_depth_video_layout(demo_dir, tmp_path):

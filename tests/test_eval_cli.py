@@ -13,7 +13,7 @@ from diffsynth_dualcam.cli import main
 from diffsynth_dualcam.eval.render import SyntheticScene
 from diffsynth_dualcam.eval.report import find_clip_pairs, fov_intrinsics, reference_for_video, summarize
 
-SIZE = 160
+SIZE = 256
 NUM_FRAMES = 10
 
 
@@ -66,6 +66,7 @@ def test_eval_writes_report_csv_and_plots(clip_folders, tmp_path, capsys):
         assert clip["rot_err_deg_mean"] < 0.5 and clip["trans_err_mean"] < 0.05
         assert clip["trial_median"]["rot_err_deg_mean"] < 0.5
         trial_means = [trial["rot_err_deg_mean"] for trial in clip["trials"]]
+        assert all(trial["alignment"]["estimated_scale"] > 1e-9 for trial in clip["trials"])
         assert clip["rot_err_deg_mean"] == pytest.approx(np.mean(trial_means))
         assert clip["trial_median"]["rot_err_deg_mean"] == pytest.approx(np.median(trial_means))
         with Image.open(clip["plot"]) as plot:

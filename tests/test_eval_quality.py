@@ -102,7 +102,7 @@ def test_clip_score_is_the_mean_cosine_of_projected_embeddings(tiny_clip):
 def test_missing_torchmetrics_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchmetrics.image.fid", None)
     frames = np.zeros((2, 8, 8, 3), dtype=np.uint8)
-    with pytest.raises(ImportError, match="pip install torchmetrics"):
+    with pytest.raises(ImportError, match=r"pip install -e \"\.\[metrics\]\""):
         frechet_inception_distance(frames, frames, feature=ColourStatistics())
 
 

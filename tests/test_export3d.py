@@ -200,3 +200,51 @@ def test_export_refuses_runs_without_cameras(tmp_path, plane_scene):
     params.write_text(json.dumps({"camera": {"type": "plucker_tensor"}}))
     with pytest.raises(ValueError, match="cameras are unknown"):
         export_run(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"voxel_size": -0.01}, r"voxel_size \(--voxel-size\) must be a finite number >= 0 \(0 keeps every point\)"),
+        ({"voxel_size": float("nan")}, "voxel_size"),
+        ({"voxel_size": float("inf")}, "voxel_size"),
+        ({"frame_stride": 0}, r"frame_stride \(--frame-stride\) must be a whole number >= 1, got 0"),
+        ({"pixel_stride": -2}, r"pixel_stride \(--pixel-stride\) must be a whole number >= 1, got -2"),
+        ({"pixel_stride": 1.5}, "pixel_stride .* whole number"),
+        ({"near": float("nan")}, r"near \(--near\) must be a finite number"),
+        ({"far": float("inf")}, r"far \(--far\) must be a finite number"),
+        ({"near": 5.0, "far": 2.0}, "need 0 < near < far"),
+        ({"near": 0.0}, "need 0 < near < far"),
+    ],
+)
+def test_bad_lift_options_are_refused_before_anything_is_written(tmp_path, plane_scene, options, message):
+    from diffsynth_dualcam.export3d import export_run
+
+    rgb, disparity, c2w, _, _ = plane_scene
+    with pytest.raises(ValueError, match=message):
+        lift_frames(rgb, disparity, c2w, np.tile(INTRINSICS, (5, 1)), **{"near": NEAR, "far": FAR, **options})
+    _write_plane_run(tmp_path / "run", plane_scene)
+    with pytest.raises(ValueError, match=message):
+        export_run(tmp_path / "run", tmp_path / "out", **{"near": NEAR, "far": FAR, **options})
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_command_reports_a_negative_voxel_size(tmp_path, plane_scene, capsys):
+    from diffsynth_dualcam.cli import main
+
+    _write_plane_run(tmp_path, plane_scene)
+    assert main(["export-3d", str(tmp_path), "--voxel-size", "-0.5"]) == 2
+    assert "voxel_size (--voxel-size) must be a finite number >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "points.ply").exists() and not (tmp_path / "images").exists()
+    assert main(["export-3d", str(tmp_path), "--input-depth", str(tmp_path / "absent.png")]) == 2
+    assert "input depth map" in capsys.readouterr().err and not (tmp_path / "points.ply").exists()
+
+
+def test_voxel_size_zero_keeps_every_point_and_none_merges(plane_scene):
+    rgb, disparity, c2w, _, _ = plane_scene
+    intrinsics = np.tile(INTRINSICS, (5, 1))
+    every = lift_frames(rgb, disparity, c2w, intrinsics, frame_stride=1, pixel_stride=1, near=NEAR, far=FAR,
+                        voxel_size=0)
+    merged = lift_frames(rgb, disparity, c2w, intrinsics, frame_stride=1, pixel_stride=1, near=NEAR, far=FAR)
+    assert len(every) == 5 * HEIGHT * WIDTH
+    assert 0 < len(merged) < len(every)  # five overlapping views of one plane share voxels

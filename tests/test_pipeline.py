@@ -1,16 +1,21 @@
 """DualCamCtrlPipeline on tiny random models: sampling maths, guidance, camera inputs, argument checks."""
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from diffsynth_dualcam.camera import CameraTrajectory, pack_plucker
 from diffsynth_dualcam.pipeline import DualCamCtrlPipeline
+from diffsynth_dualcam.pipeline.dualcam import DIRECT_MODEL_SOURCE
 from diffsynth_dualcam.pipeline.inputs import cover_resize, prepare_depth, prepare_image
 from diffsynth_dualcam.pipeline.units import DualCamUnit_ImageEmbedderVAE
-from diffsynth_dualcam.testing import tiny_pipeline
+from diffsynth_dualcam.testing import tiny_model_source, tiny_pipeline
 
 HEIGHT, WIDTH, FRAMES, STEPS = 64, 96, 5, 2
 
@@ -172,16 +177,27 @@ def test_guidance_formula_on_both_branches(pipe):
     assert unguided[0].item() == 2.0 and unguided[1].item() == 20.0
 
 
-def test_trajectory_equals_packed_tensor(pipe, image, depth, reference):
-    """The pipeline's camera handling equals doing it by hand: relative, resample, cover-crop, Plücker, pack."""
+def test_trajectory_equals_packed_tensor(pipe, image, depth, reference, tmp_path):
+    """The pipeline's camera handling equals doing it by hand: relative, resample, cover-crop, Plücker, pack.
+    A run from a tensor saves it (as the DiT received it, float32 here) to camera.safetensors with its digest."""
     trajectory = orbit().resampled(FRAMES).relative().cover_crop((128, 72), (WIDTH, HEIGHT))
-    packed = pack_plucker(trajectory.plucker(HEIGHT, WIDTH))
+    packed = pack_plucker(trajectory.plucker(HEIGHT, WIDTH)).double()
     from_tensor = generate(pipe, input_image=image, input_depth=depth, camera=packed)
     assert torch.equal(from_tensor.latents, reference.latents)
     assert torch.equal(from_tensor.depth_latents, reference.depth_latents)
     assert from_tensor.trajectory is None and from_tensor.params["camera"]["type"] == "plucker_tensor"
     np.testing.assert_allclose(reference.trajectory.c2w, trajectory.c2w, atol=1e-12)
     np.testing.assert_allclose(reference.trajectory.intrinsics, trajectory.intrinsics, atol=1e-12)
+
+    written = from_tensor.save(tmp_path / "run")
+    assert "camera.safetensors" in written and "trajectory.json" not in written and "trajectory.png" not in written
+    params = json.loads((tmp_path / "run" / "params.json").read_text())
+    assert params["camera"]["file"] == "camera.safetensors" and params["camera"]["dtype"] == "float32"
+    assert params["camera"]["shape"] == [1, 24, 2, HEIGHT, WIDTH]
+    saved = load_file(tmp_path / "run" / "camera.safetensors")["camera"]
+    # Exactly the maps the reference run packed itself: the file reproduces the run.
+    assert saved.dtype == torch.float32 and torch.equal(saved, packed.float().unsqueeze(0))
+    assert hashlib.sha256(saved.numpy().tobytes()).hexdigest() == params["camera"]["sha256"]
 
 
 def test_cover_crop_uses_image_size_without_source_size(pipe, image, depth, reference):
@@ -313,6 +329,16 @@ BAD_ARGUMENTS = [
     ({"camera": torch.zeros(24, 3, HEIGHT, WIDTH)}, ValueError, "camera tensor must be packed Plücker maps"),
     ({"camera": torch.zeros(2, 24, 2, HEIGHT, WIDTH)}, ValueError, "camera tensor must be packed Plücker maps"),
     ({"camera": torch.zeros(24, 2, HEIGHT, WIDTH, dtype=torch.int64)}, TypeError, "camera tensor must be floating"),
+    ({"tile_size": (0, 0)}, ValueError, "tile_size must be a pair \\(height, width\\) of positive integers"),
+    ({"tile_size": "ab"}, ValueError, "tile_size must be a pair .* got 'ab'"),
+    ({"tile_size": (30,)}, ValueError, "tile_size must be a pair .* got \\(30,\\)"),
+    ({"tile_size": (30, 52.0)}, ValueError, "tile_size must be a pair"),
+    ({"tile_size": None, "tiled": False}, ValueError, "tile_size must be a pair"),
+    ({"tile_stride": (0, 0)}, ValueError, "tile_stride must be a pair"),
+    ({"tile_stride": (True, 26)}, ValueError, "tile_stride must be a pair"),
+    ({"tile_stride": (30, 26)}, ValueError, "tile_stride must be smaller than tile_size on both axes"),
+    ({"tile_size": (4, 6), "tile_stride": (2, 7)}, ValueError, "tile_stride must be smaller than tile_size"),
+    ({"progress_bar_cmd": None}, TypeError, "progress_bar_cmd must be callable.*got NoneType None"),
 ]
 
 
@@ -323,6 +349,34 @@ def test_bad_arguments_fail_before_any_model_runs(pipe, image, depth, monkeypatc
     arguments.update(overrides)
     with pytest.raises(error, match=message):
         generate(pipe, **arguments)
+
+
+def test_tiling_and_progress_bar_are_used(pipe, image, depth, reference):
+    """Two overlapping tiles across the 8x12 latent give their own blend (a list is accepted as a pair); the
+    progress function wraps the denoising steps."""
+    steps_seen = []
+
+    def recording(steps):
+        steps_seen.extend(float(step) for step in steps)
+        return steps
+
+    tiled = generate(pipe, input_image=image, input_depth=depth, camera=orbit(), tile_size=[8, 8], tile_stride=(4, 4),
+                     progress_bar_cmd=recording)
+    assert steps_seen == [float(step) for step in pipe.scheduler.timesteps] and len(steps_seen) == STEPS
+    assert torch.equal(tiled.latents, reference.latents)
+    decoded = pipe.vae.decode(tiled.latents, device="cpu", tiled=True, tile_size=(8, 8), tile_stride=(4, 4))
+    expected = pipe.vae_output_to_video(decoded)
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(tiled.video, expected, strict=True))
+    # The default tile covers the whole latent, so the reference is one tile: the small tiles blend differently.
+    assert not np.array_equal(np.asarray(tiled.video[2]), np.asarray(reference.video[2]))
+    assert tiled.params["tile_size"] == [8, 8] and tiled.params["tile_stride"] == [4, 4]
+    assert reference.params["tile_size"] == [30, 52]
+
+
+def test_params_name_the_models(pipe, reference):
+    assert reference.params["models"] == tiny_model_source(0)
+    assert reference.params["dit_config"] == pipe.dit.config
+    assert DualCamCtrlPipeline().model_source == DIRECT_MODEL_SOURCE
 
 
 def test_longer_trajectory_is_truncated_without_resampling(pipe, image, depth):

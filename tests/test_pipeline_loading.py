@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 
 import numpy as np
 import pytest
 import torch
+from diffsynth.core import ModelConfig
 from diffsynth.core.vram.layers import AutoTorchModule, AutoWrappedNonRecurseModule
 from PIL import Image
 from safetensors.torch import load_file
@@ -14,7 +16,7 @@ from safetensors.torch import load_file
 from diffsynth_dualcam import compat
 from diffsynth_dualcam.camera import CameraTrajectory
 from diffsynth_dualcam.pipeline import DualCamCtrlPipeline
-from diffsynth_dualcam.pipeline.dualcam import BASE_MODEL_FILES, BASE_MODEL_ID, TOKENIZER_FILES
+from diffsynth_dualcam.pipeline.dualcam import BASE_MODEL_FILES, BASE_MODEL_ID, BASE_MODEL_LABELS, TOKENIZER_FILES
 from diffsynth_dualcam.testing import register_tiny_model_file, tiny_pipeline, write_tiny_model_files
 
 
@@ -88,7 +90,65 @@ def test_default_official_setup_loads_offline(tmp_path, monkeypatch, plain_outpu
     monkeypatch.setenv("DIFFSYNTH_SKIP_DOWNLOAD", "true")
     monkeypatch.setenv("DIFFSYNTH_MODEL_BASE_PATH", str(tmp_path / "models"))
     pipe = DualCamCtrlPipeline.from_pretrained(device="cpu", torch_dtype=torch.float32, checkpoint_dir=checkpoint_dir)
-    assert torch.equal(generate(pipe).latents, plain_output.latents)
+    output = generate(pipe)
+    assert torch.equal(output.latents, plain_output.latents)
+    expected = {component: os.path.abspath(base_dir / file_name) for component, file_name in BASE_MODEL_FILES.items()}
+    expected["dit"] = os.path.abspath(checkpoint_dir / "dualcamctrl_dit.safetensors")
+    expected["tokenizer"] = os.path.abspath(base_dir / TOKENIZER_FILES)
+    assert output.params["models"] == expected
+    assert output.params["dit_config"] == pipe.dit.config
+
+
+@pytest.mark.parametrize("missing", [*BASE_MODEL_FILES.values(), TOKENIZER_FILES])
+def test_missing_base_model_file_is_named_before_anything_loads(tmp_path, monkeypatch, model_files, missing):
+    """Offline with the DiT present: the absent umT5 / VAE / CLIP / tokenizer file is named with its folder."""
+    checkpoint_dir = tmp_path / "checkpoints"
+    checkpoint_dir.mkdir()
+    shutil.copy(model_files[0][0].path, checkpoint_dir / "dualcamctrl_dit.safetensors")
+    base_dir = tmp_path / "models" / BASE_MODEL_ID
+    (base_dir / TOKENIZER_FILES).mkdir(parents=True)
+    (base_dir / TOKENIZER_FILES / "tokenizer.json").write_text("{}")
+    for file_name in BASE_MODEL_FILES.values():
+        (base_dir / file_name).write_bytes(b"weights")  # never read: the check comes before any loading
+    if missing == TOKENIZER_FILES:
+        shutil.rmtree(base_dir / missing)
+    else:
+        (base_dir / missing).unlink()
+    monkeypatch.setenv("DIFFSYNTH_SKIP_DOWNLOAD", "true")
+    monkeypatch.setenv("DIFFSYNTH_MODEL_BASE_PATH", str(tmp_path / "models"))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("models were loaded before every file was found")
+
+    monkeypatch.setattr(DualCamCtrlPipeline, "download_and_load_models", forbidden)
+    with pytest.raises(FileNotFoundError) as error:
+        DualCamCtrlPipeline.from_pretrained(device="cpu", checkpoint_dir=checkpoint_dir)
+    message = str(error.value)
+    assert message.startswith(f"model files not found: {BASE_MODEL_LABELS[missing]} {missing!r} of {BASE_MODEL_ID} "
+                              f"(looked for in {base_dir}). DIFFSYNTH_SKIP_DOWNLOAD=true turns the download off")
+    assert "DIFFSYNTH_MODEL_BASE_PATH" in message and message.count("not found") == 1
+
+
+def test_every_missing_base_model_file_is_listed(tmp_path, monkeypatch, model_files):
+    checkpoint_dir = tmp_path / "checkpoints"
+    checkpoint_dir.mkdir()
+    shutil.copy(model_files[0][0].path, checkpoint_dir / "dualcamctrl_dit.safetensors")
+    monkeypatch.setenv("DIFFSYNTH_SKIP_DOWNLOAD", "true")
+    monkeypatch.setenv("DIFFSYNTH_MODEL_BASE_PATH", str(tmp_path / "models"))
+    with pytest.raises(FileNotFoundError) as error:
+        DualCamCtrlPipeline.from_pretrained(device="cpu", checkpoint_dir=checkpoint_dir)
+    for name in (*BASE_MODEL_FILES.values(), TOKENIZER_FILES):
+        assert f"{BASE_MODEL_LABELS[name]} {name!r}" in str(error.value)
+
+
+def test_missing_local_model_file_is_named(model_files, tmp_path):
+    configs, tokenizer_config = model_files
+    absent = str(tmp_path / "absent_vae.safetensors")
+    with pytest.raises(FileNotFoundError, match=f"model files not found: {absent}$"):
+        DualCamCtrlPipeline.from_pretrained(
+            [dataclasses.replace(configs[0]), ModelConfig(path=absent)], dataclasses.replace(tokenizer_config),
+            device="cpu", torch_dtype=torch.float32,
+        )
 
 
 def test_default_setup_without_weights_says_where_they_go(tmp_path, monkeypatch):

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from diffsynth_dualcam.camera import CameraTrajectory
 from diffsynth_dualcam.pipeline import DualCamCtrlOutput
@@ -16,7 +19,7 @@ from diffsynth_dualcam.pipeline import output as output_module
 FRAMES, HEIGHT, WIDTH = 5, 32, 48
 
 
-def make_output(with_trajectory: bool = True) -> DualCamCtrlOutput:
+def make_output(with_trajectory: bool = True, camera_tensor: torch.Tensor | None = None) -> DualCamCtrlOutput:
     video = [Image.fromarray(np.full((HEIGHT, WIDTH, 3), 40 * i, np.uint8)) for i in range(FRAMES)]
     depth = [Image.fromarray(np.tile(np.linspace(0, 255, WIDTH), (HEIGHT, 1)).astype(np.uint8)) for _ in video]
     c2w = np.tile(np.eye(4), (FRAMES, 1, 1))
@@ -25,7 +28,7 @@ def make_output(with_trajectory: bool = True) -> DualCamCtrlOutput:
     return DualCamCtrlOutput(
         video=video, depth_video=depth, latents=torch.zeros(1, 16, 2, 4, 6), depth_latents=torch.zeros(1, 16, 2, 4, 6),
         params={"prompt": "p", "seed": 3}, trajectory=trajectory if with_trajectory else None,
-        input_image=video[0], input_depth=depth[0],
+        input_image=video[0], input_depth=depth[0], camera_tensor=camera_tensor,
     )
 
 
@@ -35,6 +38,7 @@ def test_save_writes_every_file(tmp_path):
              "input_image.png", "input_depth.png"}
     assert set(written) == names
     assert {path.name for path in (tmp_path / "run").iterdir()} == names
+    assert [path.name for path in tmp_path.iterdir()] == ["run"]  # no staging folder left beside it
     video = np.stack(imageio.mimread(tmp_path / "run" / "video.mp4"))
     depth = np.stack(imageio.mimread(tmp_path / "run" / "depth.mp4"))
     both = np.stack(imageio.mimread(tmp_path / "run" / "side_by_side.mp4"))
@@ -78,7 +82,84 @@ def test_failed_save_leaves_no_partial_files(tmp_path, monkeypatch):
     fresh_dir = tmp_path / "fresh"
     with pytest.raises(OSError, match="disk full"):
         make_output().save(fresh_dir)
-    assert list(fresh_dir.iterdir()) == []
+    assert not fresh_dir.exists()
+    assert [path.name for path in tmp_path.iterdir()] == ["run"]
+
+
+def test_new_or_empty_folder_is_replaced_in_one_rename(tmp_path, monkeypatch):
+    renames = []
+    real_replace = os.replace
+
+    def recording_replace(source, target):
+        if os.path.dirname(target) == str(tmp_path):  # not the writers' own atomic writes inside the staging folder
+            renames.append((os.path.basename(source), os.path.basename(target)))
+        real_replace(source, target)
+
+    monkeypatch.setattr(output_module.os, "replace", recording_replace)
+    (tmp_path / "empty").mkdir()
+    for name in ("new", "empty"):
+        renames.clear()
+        written = make_output().save(tmp_path / name)
+        assert len(renames) == 1 and renames[0][0].startswith(f".{name}.partial-") and renames[0][1] == name
+        assert set(written) == {path.name for path in (tmp_path / name).iterdir()}
+    reference_folder = tmp_path / "made_by_mkdir"
+    reference_folder.mkdir()
+    assert (tmp_path / "new").stat().st_mode == reference_folder.stat().st_mode  # not a private temporary folder
+
+
+def test_saving_over_a_run_replaces_file_by_file_with_params_last(tmp_path, monkeypatch):
+    out_dir = tmp_path / "run"
+    make_output().save(out_dir)
+    (out_dir / "notes.txt").write_text("kept")
+    moves = []
+    real_replace = os.replace
+
+    def recording_replace(source, target):
+        if os.path.dirname(target) == str(out_dir):
+            moves.append((os.path.basename(target), (out_dir / "params.json").exists()))
+        real_replace(source, target)
+
+    monkeypatch.setattr(output_module.os, "replace", recording_replace)
+    changed = make_output(with_trajectory=False)
+    changed.params = {"prompt": "other"}
+    changed.save(out_dir, fps=5)
+    assert [name for name, _ in moves] == ["video.mp4", "depth.mp4", "side_by_side.mp4", "input_image.png",
+                                           "input_depth.png", "params.json"]
+    assert not any(params_present for _, params_present in moves)  # the old params.json went first
+    assert (out_dir / "notes.txt").read_text() == "kept"
+    assert json.loads((out_dir / "params.json").read_text()) == {"prompt": "other", "fps": 5}
+
+
+def test_saving_into_the_empty_working_directory_keeps_it(tmp_path, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    written = make_output().save(".")
+    assert Path.cwd() == here and here.samefile(os.getcwd())  # the folder was filled, not renamed over
+    assert {path.name for path in here.iterdir()} == set(written)
+    assert [path.name for path in tmp_path.iterdir()] == ["here"]
+
+
+def test_packed_camera_tensor_is_saved(tmp_path):
+    camera = torch.randn(1, 24, 2, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0))
+    output = make_output(with_trajectory=False, camera_tensor=camera)
+    output.params["camera"] = {"type": "plucker_tensor", "shape": [1, 24, 2, HEIGHT, WIDTH]}
+    written = output.save(tmp_path / "run")
+    assert "camera.safetensors" in written and "trajectory.json" not in written and "trajectory.png" not in written
+    assert torch.equal(load_file(tmp_path / "run" / "camera.safetensors")["camera"], camera)
+    params = json.loads((tmp_path / "run" / "params.json").read_text())
+    assert params["camera"] == {"type": "plucker_tensor", "shape": [1, 24, 2, HEIGHT, WIDTH],
+                                "file": "camera.safetensors"}
+    assert "file" not in output.params["camera"]
+    make_output().save(tmp_path / "run")  # a trajectory run over it drops the tensor file
+    assert not (tmp_path / "run" / "camera.safetensors").exists()
+
+
+def test_save_into_a_file_fails_before_writing(tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(NotADirectoryError, match="out_dir must be a folder"):
+        make_output().save(tmp_path / "taken")
+    assert [path.name for path in tmp_path.iterdir()] == ["taken"]
 
 
 def test_save_without_trajectory_drops_old_trajectory_files(tmp_path):

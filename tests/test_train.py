@@ -1,7 +1,9 @@
-"""Training: top-k loss, stage set-up, what trains (full / LoRA / fusion), timestep weighting, LoRA merging."""
+"""Training: top-k loss, stage set-up, what trains (full / blocks / LoRA / fusion), timestep weighting, LoRA merging,
+gradient clipping and the distributed set-up check."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from diffsynth_dualcam.data import RealEstate10KDataset
 from diffsynth_dualcam.data.synthetic import write_synthetic_dataset
 from diffsynth_dualcam.testing import tiny_dit_config, tiny_pipeline
 from diffsynth_dualcam.train import DualCamTrainingModule, dit_for_stage, drop_topk_mse, load_config, merged_dit
+from diffsynth_dualcam.train.distributed import ClippingAccelerator, check_distributed_setup
 from diffsynth_dualcam.train.losses import dual_flow_matching_loss
 
 
@@ -154,6 +157,36 @@ def test_lora_wiring_per_branch_and_fusion():
         staged_module("decoupled", trainable="fusion")
 
 
+def test_blocks_trains_what_the_reference_trained():
+    for stage in ("decoupled", "fusion"):
+        module = staged_module(stage, trainable="blocks")
+        everything = {name for name, _ in module.pipe.dit.named_parameters()}
+        # The reference's rule, by substring: RGB blocks ("blocks." but not "control"), depth blocks, and the
+        # fusion modules in stage 2 (its stage 1 kept them frozen; ours has none).
+        expected = {name for name in everything if ("blocks." in name and "control" not in name)
+                    or "control_blocks." in name or "zero_inits" in name}
+        assert trainable_names(module) == expected
+        assert any(name.startswith("control_adapter.residual_blocks.") for name in everything - expected)
+        frozen = {name.split(".")[0] for name in everything - expected}
+        assert frozen == {"patch_embedding", "text_embedding", "time_embedding", "time_projection", "head", "img_emb",
+                          "control_adapter"}
+        fusion = {name for name in expected if "zero_inits" in name}
+        assert bool(fusion) == (stage == "fusion")
+    full = staged_module("fusion", trainable="full")
+    assert trainable_names(full) == {name for name, _ in full.pipe.dit.named_parameters()}
+
+
+def test_noise_seed_fixes_the_objective(encoded):
+    _, inputs = encoded
+    module = staged_module("decoupled", noise_seed=3)
+    torch.manual_seed(0)
+    first = module.loss(inputs).item()
+    torch.manual_seed(1)  # the global generator no longer matters
+    assert module.loss(inputs).item() == first
+    module.noise_seed = 4
+    assert module.loss(inputs).item() != first
+
+
 def test_lora_gradients_reach_only_trainable_parameters(encoded):
     _, inputs = encoded
     module = staged_module("fusion", trainable="lora", lora_branch="both", lora_rank=4)
@@ -184,6 +217,81 @@ def test_merged_lora_dit_matches_the_lora_dit(encoded):
             torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4)
 
 
+def flat_gradient(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([parameter.grad.flatten() for parameter in model.parameters()])
+
+
+@pytest.mark.parametrize("max_grad_norm", [0.5, 0.0])
+def test_accelerator_clips_the_accumulated_gradient_on_sync_steps(max_grad_norm):
+    accelerator = ClippingAccelerator(gradient_accumulation_steps=2, max_grad_norm=max_grad_norm)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.track_parameters(model.parameters())
+    batches = [torch.randn(8, 4) * 10, torch.randn(8, 4) * 10]
+    # Independent reference: the gradients of the two halves of the accumulated loss.
+    expected = []
+    for batch in batches:
+        gradients = torch.autograd.grad((model(batch) ** 2).mean() / 2, list(model.parameters()))
+        expected.append(torch.cat([gradient.flatten() for gradient in gradients]))
+    with accelerator.accumulate(model):
+        accelerator.backward((model(batches[0]) ** 2).mean())
+    assert not accelerator.sync_gradients and accelerator.last_grad_norm is None
+    torch.testing.assert_close(flat_gradient(model), expected[0])  # mid-accumulation: untouched
+    with accelerator.accumulate(model):
+        accelerator.backward((model(batches[1]) ** 2).mean())
+    assert accelerator.sync_gradients
+    total = expected[0] + expected[1]
+    assert accelerator.last_grad_norm == pytest.approx(total.norm().item(), rel=1e-5)
+    if max_grad_norm:
+        assert total.norm() > max_grad_norm
+        assert flat_gradient(model).norm() <= max_grad_norm * (1 + 1e-5)
+        torch.testing.assert_close(flat_gradient(model), total * max_grad_norm / total.norm(), rtol=1e-4, atol=1e-6)
+    else:
+        torch.testing.assert_close(flat_gradient(model), total)
+
+
+def test_distributed_setup_check():
+    from accelerate.utils import DeepSpeedPlugin
+
+    check_distributed_setup(None, 1.0)  # plain DDP or one process: the accelerator clips
+    check_distributed_setup(DeepSpeedPlugin(zero_stage=2, gradient_clipping=1.0), 1.0)
+    check_distributed_setup(DeepSpeedPlugin(zero_stage=2), 1.0)  # "auto": accelerate sets 1.0
+    check_distributed_setup(DeepSpeedPlugin(hf_ds_config={"zero_optimization": {"stage": 2}}), None)  # no clipping
+    with pytest.raises(ValueError, match="ZeRO stage 3 is not supported"):
+        check_distributed_setup(DeepSpeedPlugin(zero_stage=3, gradient_clipping=1.0), 1.0)
+    with pytest.raises(ValueError, match="ZeRO stage 3"):
+        check_distributed_setup(DeepSpeedPlugin(hf_ds_config={"zero_optimization": {"stage": 3}}), 1.0)
+    with pytest.raises(ValueError, match="max_grad_norm is 0.5 but DeepSpeed clips the gradient norm to 1.0"):
+        check_distributed_setup(DeepSpeedPlugin(zero_stage=2, gradient_clipping=1.0), 0.5)
+
+
+def test_train_refuses_zero3_before_building_anything(tmp_path, monkeypatch, capsys):
+    from accelerate.utils import DeepSpeedPlugin
+
+    import diffsynth_dualcam.train.cli as train_cli
+    from diffsynth_dualcam.cli import main
+
+    def zero3_accelerator(**options) -> ClippingAccelerator:
+        accelerator = ClippingAccelerator(**options)
+        accelerator.state = SimpleNamespace(deepspeed_plugin=DeepSpeedPlugin(zero_stage=3, gradient_clipping=1.0))
+        return accelerator
+
+    monkeypatch.setattr(train_cli, "ClippingAccelerator", zero3_accelerator)
+    write_synthetic_dataset(tmp_path / "data", num_clips=1)
+    config = tmp_path / "zero3.yaml"
+    # Small enough that, were the check missing, the run would end quickly (and the test fail).
+    config.write_text(yaml.safe_dump({
+        "data": {"root": str(tmp_path / "data"), "height": 32, "width": 48, "num_frames": 5, "num_workers": 0},
+        "model": {"tiny_seed": 0},
+        "train": {"mixed_precision": "no", "max_steps": 1, "use_gradient_checkpointing": False,
+                  "output_dir": str(tmp_path / "run")}}))
+    assert main(["train", "--config", str(config)]) == 2
+    assert "DeepSpeed ZeRO stage 3 is not supported" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "train"
 
 
@@ -192,10 +300,15 @@ def test_example_configs_hold_the_published_recipe():
     stage_two = load_config(EXAMPLES / "stage2_fusion.yaml")
     for config in (stage_one, stage_two):
         assert (config.data.height, config.data.width) == (480, 720)
+        # The released RealEstate10K loader: sample_n_frames=61, sample_stride=8, minimum_sample_stride=2, no flip.
+        assert (config.data.num_frames, config.data.stride, config.data.min_stride) == (61, 8, 2)
+        assert config.data.flip_probability == 0.0
         assert config.train.learning_rate == 3e-6 and config.train.mixed_precision == "bf16"
         assert 30 <= config.train.drop_loss_topk <= 70 and config.train.use_gradient_checkpointing
+        assert config.train.trainable == "blocks" and config.train.max_grad_norm == 1.0
     accelerate = yaml.safe_load((EXAMPLES / "accelerate_zero2.yaml").read_text())
     assert accelerate["deepspeed_config"]["zero_stage"] == 2
+    assert accelerate["deepspeed_config"]["gradient_clipping"] == stage_one.train.max_grad_norm
     processes, accumulation = accelerate["num_processes"], accelerate["deepspeed_config"]["gradient_accumulation_steps"]
     assert processes * accumulation == 8 and accumulation == stage_one.train.gradient_accumulation_steps
     assert (stage_one.train.stage, stage_one.train.max_steps) == ("decoupled", 10000)
@@ -211,6 +324,10 @@ def test_example_configs_hold_the_published_recipe():
     ("model.wan_camera_dit=null", "model.dit or model.wan_camera_dit is required"),
     ("data.root=", "data.root: the dataset folder is required"),
     ("datum.root=x", "unknown config sections \\['datum'\\]"),
+    ("data.min_stride=9", "data.min_stride must be between 1 and data.stride=8"),
+    ("train.max_grad_norm=-1", "train.max_grad_norm must be a number >= 0"),
+    ("train.fixed_noise_seed=x", "train.fixed_noise_seed must be null or an integer"),
+    ("train.trainable=block", "train.trainable must be one of \\['full', 'blocks', 'lora', 'fusion'\\]"),
 ])
 def test_config_errors_name_the_key(override, message):
     with pytest.raises(ValueError, match=message):

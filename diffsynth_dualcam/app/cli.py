@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where each generation's folder is written (default outputs/app)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="torch device (default: cuda when available)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the DiT blocks (regional compilation; the first generation compiles)")
 
 
 def has_weights(checkpoint_dir: Path) -> bool:
@@ -38,7 +41,11 @@ def has_weights(checkpoint_dir: Path) -> bool:
 
 
 def load_generator(args: argparse.Namespace) -> tuple[PipelineGenerator, AppSettings]:
-    """The pipeline generator and the page settings for it (a banner and small sizes on the tiny model)."""
+    """The pipeline generator and the page settings for it (a banner and small sizes on the tiny model).
+
+    The DiT is compiled when `args.compile` is set; a line on stderr names the device, dtype and attention kernel.
+    """
+    from ..parallel.backend import compile_dit, runtime_summary
     from ..pipeline import DualCamCtrlPipeline
     from ..testing import tiny_depth_estimator, tiny_pipeline
     from .generation import PipelineGenerator
@@ -59,6 +66,9 @@ def load_generator(args: argparse.Namespace) -> tuple[PipelineGenerator, AppSett
             banner=f"Tiny random model ({reason}): the videos are noise. This mode is for trying the page; "
                    "see docs/app.md for the weights.",
         )
+    if args.compile:
+        compile_dit(pipe)
+    print(runtime_summary(pipe), file=sys.stderr)
     return PipelineGenerator(pipe, args.output_dir, depth_model=args.depth_model or DEFAULT_DEPTH_MODEL), settings
 
 

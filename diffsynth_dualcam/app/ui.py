@@ -19,7 +19,7 @@ from .keyframes import KEYFRAME_COLUMNS, keyframes_to_trajectory
 from .uploads import (
     IMAGE_FORMATS,
     MAX_IMAGE_BYTES,
-    TRAJECTORY_SUFFIXES,
+    UPLOAD_SUFFIXES,
     UploadError,
     load_image_upload,
     load_trajectory_upload,
@@ -196,9 +196,9 @@ def build_app(generate: Generate, settings: AppSettings | None = None) -> gr.Blo
                         speed = gr.Slider(0.1, 3.0, value=1.0, step=0.1, label="Speed")
                 with gr.Group(visible=False, elem_id="file-camera") as file_group:
                     trajectory_files = gr.File(
-                        label="Trajectory file (.json, RealEstate10K .txt, .torch, transforms.json, or COLMAP "
-                              "cameras.txt + images.txt)",
-                        file_count="multiple", file_types=list(TRAJECTORY_SUFFIXES), elem_id="trajectory-upload",
+                        label="Trajectory file (.json, RealEstate10K .txt, .torch, transforms.json with w and h, "
+                              "or a COLMAP model: cameras + images .txt or .bin, or a .zip of them)",
+                        file_count="multiple", file_types=list(UPLOAD_SUFFIXES), elem_id="trajectory-upload",
                     )
                 with gr.Group(visible=False, elem_id="keyframe-camera") as keyframe_group:
                     keyframes = gr.Dataframe(

@@ -5,10 +5,14 @@ temporary file beside the target and renames it, so a failed write never leaves 
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
+import mmap
+import re
 import shutil
+import struct
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -20,7 +24,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from ..io import atomic_write
-from .trajectory import CameraTrajectory
+from .trajectory import REALESTATE10K_FRAME_SIZE, ROTATION_TOLERANCE, CameraTrajectory, check_size
 
 FORMAT_NAME = "dualcam-trajectory"
 FORMAT_VERSION = 1
@@ -33,6 +37,16 @@ OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 #: Camera models whose parameters are exactly a pinhole (no distortion).
 PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
 _TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+_ACCEPTED_JSON = (f"accepted JSON trajectories are objects: a {FORMAT_NAME} file "
+                  f"({{\"format\": \"{FORMAT_NAME}\", \"version\": {FORMAT_VERSION}, \"frames\": [...]}}) or a NeRF "
+                  "transforms.json ({\"frames\": [{\"transform_matrix\": ...}, ...]})")
+# COLMAP binary records (little-endian): the count that starts each file; a camera (camera_id, model_id, width,
+# height, then the model's float64 parameters); an image (image_id, qw qx qy qz tx ty tz, camera_id, then a
+# NUL-terminated name and a 2D point count); one 2D point is x, y (float64) and a point3D_id (uint64).
+_COLMAP_COUNT = struct.Struct("<Q")
+_COLMAP_CAMERA = struct.Struct("<IiQQ")
+_COLMAP_IMAGE = struct.Struct("<I7dI")
+_COLMAP_POINT2D_BYTES = 24
 
 
 # ---- reading ------------------------------------------------------------------------------------------------------
@@ -57,6 +71,8 @@ def detect_format(path: Path) -> str:
     if data.startswith(_TORCH_MAGIC):
         return "torch"
     text = _decode(data, path).lstrip()
+    if text.startswith("["):
+        raise ValueError(f"{path}: a JSON array is not a trajectory; {_ACCEPTED_JSON}")
     if text.startswith("{"):
         document = _parse_json(text, path)
         if document.get("format") == FORMAT_NAME:
@@ -70,11 +86,17 @@ def detect_format(path: Path) -> str:
 
 
 def read_realestate10k(path: Path) -> CameraTrajectory:
-    """RealEstate10K text: an optional first line (the video URL), then one 19-number row per frame."""
+    """RealEstate10K text: an optional first line (the video URL), then one 19-number row per frame.
+
+    The source size is RealEstate10K's 640x360 unless the first line is ours and says otherwise
+    (``dualcam-trajectory source_size=WxH`` or ``source_size=none``, see ``write_realestate10k``).
+    """
     lines = [line.split() for line in _decode(path.read_bytes(), path).splitlines()]
     lines = [line for line in lines if line]
+    source_size = REALESTATE10K_FRAME_SIZE
     if lines and not _is_number(lines[0][0]):
-        lines = lines[1:]  # the video URL
+        source_size = _realestate10k_source_size(lines[0], path)
+        lines = lines[1:]  # the video URL, or our header
     rows = []
     for number, line in enumerate(lines):
         if len(line) not in (18, 19):
@@ -89,11 +111,33 @@ def read_realestate10k(path: Path) -> CameraTrajectory:
             raise ValueError(f"{path}: row {number} holds a value that is not a number: {text!r}") from None
     if not rows:
         raise ValueError(f"{path}: no camera rows (empty trajectory)")
-    return _with_path(path, CameraTrajectory.from_realestate10k, np.array(rows))
+    return _with_path(path, CameraTrajectory.from_realestate10k, np.array(rows), source_size)
+
+
+def _realestate10k_source_size(first_line: list[str], path: Path) -> tuple[int, int] | None:
+    """The source size a RealEstate10K first line states: ours may carry ``source_size=WxH`` or ``none``."""
+    if first_line[0] != FORMAT_NAME:
+        return REALESTATE10K_FRAME_SIZE  # a video URL
+    for token in first_line[1:]:
+        key, _, value = token.partition("=")
+        if key != "source_size":
+            continue
+        if value == "none":
+            return None
+        match = re.fullmatch(r"(\d+)x(\d+)", value)
+        if match is None or not int(match[1]) or not int(match[2]):
+            raise ValueError(f"{path}: first line: source_size must be WIDTHxHEIGHT in positive whole pixels "
+                             f"(e.g. 640x360) or none, got {_short(value)}")
+        return int(match[1]), int(match[2])
+    return REALESTATE10K_FRAME_SIZE
 
 
 def read_torch(path: Path) -> CameraTrajectory:
-    """The demo format: ``torch.save({"cameras": tensor[N, 18 or 19]})``, read without unpickling code."""
+    """The demo format: ``torch.save({"cameras": tensor[N, 18 or 19]})``, read without unpickling code.
+
+    An optional ``"source_size"`` entry (``[width, height]`` or None, written by ``write_torch``) gives the source
+    size; without it (the demo files) it is RealEstate10K's 640x360.
+    """
     try:
         content = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for corrupt archives; all mean "not readable"
@@ -101,7 +145,16 @@ def read_torch(path: Path) -> CameraTrajectory:
     cameras = content.get("cameras") if isinstance(content, dict) else content
     if not isinstance(cameras, torch.Tensor):
         raise ValueError(f"{path}: expected a dict with a 'cameras' tensor of RealEstate10K rows [N, 18]")
-    return _with_path(path, CameraTrajectory.from_realestate10k, cameras)
+    source_size = REALESTATE10K_FRAME_SIZE
+    if isinstance(content, dict):
+        source_size = content.get("source_size", REALESTATE10K_FRAME_SIZE)
+    if source_size is not None:
+        if not (isinstance(source_size, (list, tuple)) and len(source_size) == 2
+                and all(type(value) is int for value in source_size)):
+            raise ValueError(f"{path}: 'source_size' must be [width, height] in whole pixels or None, "
+                             f"got {_short(source_size)}")
+        source_size = _with_path(path, check_size, source_size, "source_size")
+    return _with_path(path, CameraTrajectory.from_realestate10k, cameras, source_size)
 
 
 def read_dualcam_json(path: Path) -> CameraTrajectory:
@@ -109,8 +162,9 @@ def read_dualcam_json(path: Path) -> CameraTrajectory:
     document = _parse_json(_decode(path.read_bytes(), path), path)
     if document.get("format") != FORMAT_NAME:
         raise ValueError(f"{path}: \"format\" must be \"{FORMAT_NAME}\", got {_short(document.get('format'))}")
-    if document.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported version {_short(document.get('version'))}; this reader knows version "
+    version = document.get("version")
+    if isinstance(version, bool) or version != FORMAT_VERSION:
+        raise ValueError(f"{path}: unsupported version {_short(version)}; this reader knows version "
                          f"{FORMAT_VERSION}")
     frames = document.get("frames")
     if not isinstance(frames, list) or not frames:
@@ -159,17 +213,22 @@ def read_nerf_transforms(path: Path) -> CameraTrajectory:
 def read_colmap(path: Path) -> CameraTrajectory:
     """A COLMAP sparse model directory (text or binary) read with pycolmap; images ordered by name.
 
-    Each image gets its own camera's intrinsics normalised by that camera's width and height. Models with
-    distortion are reduced to their pinhole part, with a warning.
+    Only cameras and images are read (3D points, rigs and frames are not needed for the poses); binary files are
+    checked record by record first (see ``_colmap_model_copy``). Each image gets its own camera's intrinsics
+    normalised by that camera's width and height. Models with distortion are reduced to their pinhole part, with a
+    warning.
     """
     import pycolmap
 
     model_dir = path / "sparse" / "0" if (path / "sparse" / "0").is_dir() else path
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            reconstruction = pycolmap.Reconstruction(_complete_colmap_dir(model_dir, Path(scratch)))
-    except Exception as error:  # pycolmap raises ValueError/RuntimeError/MemoryError for bad models
-        raise ValueError(f"{path}: not a readable COLMAP model ({type(error).__name__}: {error})") from None
+    with tempfile.TemporaryDirectory() as scratch:
+        model_copy = _colmap_model_copy(model_dir, Path(scratch))
+        try:
+            reconstruction = pycolmap.Reconstruction(model_copy)
+        except MemoryError:  # checked input stays small: running out of memory is not a fault of the file
+            raise
+        except Exception as error:  # pycolmap raises ValueError/RuntimeError/IndexError for bad models
+            raise ValueError(f"{path}: not a readable COLMAP model ({type(error).__name__}: {error})") from None
     images = sorted((image for image in reconstruction.images.values() if image.has_pose), key=lambda im: im.name)
     if not images:
         raise ValueError(f"{path}: COLMAP model has no registered images (empty trajectory)")
@@ -178,10 +237,21 @@ def read_colmap(path: Path) -> CameraTrajectory:
     distorted_models = set()
     sizes = set()
     for index, image in enumerate(images):
-        w2c[index, :3] = image.cam_from_world().matrix()
+        cam_from_world = image.cam_from_world()
+        quaternion = np.asarray(cam_from_world.rotation.quat, dtype=np.float64)  # x, y, z, w
+        norm = float(np.linalg.norm(quaternion))
+        if not abs(norm - 1.0) <= ROTATION_TOLERANCE:
+            qx, qy, qz, qw = quaternion.tolist()
+            raise ValueError(f"{path}: image {image.name!r} (id {image.image_id}): quaternion (qw qx qy qz) = "
+                             f"({qw:g} {qx:g} {qy:g} {qz:g}) has norm {norm:g}; a rotation needs a unit quaternion")
+        w2c[index, :3, :3] = Rotation.from_quat(quaternion).as_matrix()
+        w2c[index, :3, 3] = cam_from_world.translation
         camera = reconstruction.cameras[image.camera_id]
         if camera.width <= 0 or camera.height <= 0:
             raise ValueError(f"{path}: camera {image.camera_id} has size {camera.width}x{camera.height}")
+        if not camera.focal_length_idxs() or not camera.principal_point_idxs():  # asking pycolmap would crash
+            raise ValueError(f"{path}: camera {image.camera_id} uses the {camera.model.name} model, which has no "
+                             "focal length and principal point; a perspective camera model is needed")
         if camera.model.name not in PINHOLE_MODELS:
             distorted_models.add(camera.model.name)
         sizes.add((camera.width, camera.height))
@@ -193,18 +263,131 @@ def read_colmap(path: Path) -> CameraTrajectory:
     return _with_path(path, CameraTrajectory, np.linalg.inv(w2c), intrinsics, sizes.pop() if len(sizes) == 1 else None)
 
 
-def _complete_colmap_dir(model_dir: Path, scratch: Path) -> Path:
-    """``model_dir``, or a copy in ``scratch`` with an empty points3D.txt when a text model lacks one."""
+def _colmap_model_copy(model_dir: Path, scratch: Path) -> Path:
+    """The cameras and images of the model in ``model_dir`` copied to ``scratch``, with an empty 3D point list.
+
+    A binary model (cameras.bin and images.bin) is preferred; its files are checked first and copied without their
+    2D points. Neither points3D nor rigs and frames are copied: pycolmap then makes one rig per camera and one frame
+    per image from the poses images.bin / images.txt hold.
+    """
+    if not model_dir.is_dir():
+        raise ValueError(f"{model_dir}: a COLMAP model is a directory holding cameras.txt and images.txt (or the .bin "
+                         "files)")
     names = {entry.name for entry in model_dir.iterdir()}
-    if {"cameras.bin", "images.bin"} <= names or {"cameras.txt", "images.txt", "points3D.txt"} <= names:
-        return model_dir
-    if {"cameras.txt", "images.txt"} <= names:
+    if {"cameras.bin", "images.bin"} <= names:
+        camera_ids = _check_colmap_cameras_bin(model_dir / "cameras.bin")
+        images = _colmap_images_bin_without_points(model_dir / "images.bin", camera_ids)
+        shutil.copy(model_dir / "cameras.bin", scratch / "cameras.bin")
+        (scratch / "images.bin").write_bytes(images)
+        (scratch / "points3D.bin").write_bytes(_COLMAP_COUNT.pack(0))
+    elif {"cameras.txt", "images.txt"} <= names:
         for name in ("cameras.txt", "images.txt"):
             shutil.copy(model_dir / name, scratch / name)
         (scratch / "points3D.txt").write_text("")
-        return scratch
-    raise ValueError(f"{model_dir}: a COLMAP model needs cameras.txt and images.txt (or cameras.bin, images.bin "
-                     "and points3D.bin)")
+    else:
+        raise ValueError(f"{model_dir}: a COLMAP model needs cameras.txt and images.txt (or cameras.bin and "
+                         "images.bin)")
+    return scratch
+
+
+@functools.cache
+def _colmap_camera_models() -> dict[int, tuple[str, int]]:
+    """COLMAP camera model id -> (name, number of parameters), as pycolmap defines them."""
+    import pycolmap
+
+    return {int(model): (name, len(pycolmap.Camera.create_from_model_id(1, model, 1.0, 1, 1).params))
+            for name, model in pycolmap.CameraModelId.__members__.items() if int(model) >= 0}
+
+
+def _check_colmap_cameras_bin(path: Path) -> set[int]:
+    """Camera ids of a cameras.bin whose records all fit the file exactly; a ValueError naming the bad record.
+
+    pycolmap trusts the counts in a binary model: a truncated or corrupt file can make it read forever or allocate
+    gigabytes, so each record is checked against the file size before pycolmap sees it.
+    """
+    data = path.read_bytes()
+    count, offset = _colmap_count(data, len(data), path, "camera", _COLMAP_CAMERA.size)
+    models = _colmap_camera_models()
+    camera_ids = set()
+    for index in range(count):
+        if offset + _COLMAP_CAMERA.size > len(data):
+            raise ValueError(f"{path}: camera record {index}: the file ends inside the record")
+        camera_id, model_id, _, _ = _COLMAP_CAMERA.unpack_from(data, offset)
+        where = f"{path}: camera record {index} (id {camera_id})"
+        if model_id not in models:
+            raise ValueError(f"{where}: unknown camera model id {model_id}; known ids are 0..{max(models)}")
+        if camera_id in camera_ids:
+            raise ValueError(f"{where}: camera id {camera_id} appears twice")
+        model_name, num_params = models[model_id]
+        offset += _COLMAP_CAMERA.size + 8 * num_params
+        if offset > len(data):
+            raise ValueError(f"{where}: the file ends inside the {num_params} parameters of its {model_name} model")
+        camera_ids.add(camera_id)
+    if offset != len(data):
+        raise ValueError(f"{path}: {len(data) - offset} byte(s) follow the last of the {count} camera records")
+    return camera_ids
+
+
+def _colmap_images_bin_without_points(path: Path, camera_ids: set[int]) -> bytes:
+    """images.bin with every record checked against the file size and the 2D points dropped (counts set to 0).
+
+    Each record needs a NUL-terminated UTF-8 name inside the file, a camera id from cameras.bin and room for the
+    24 bytes of each of its 2D points. The file is mapped, not read, so that large point lists cost no memory.
+    """
+    with path.open("rb") as file:
+        size = file.seek(0, 2)
+        if size == 0:
+            raise ValueError(f"{path}: empty file; expected an image count")
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return _strip_colmap_images(data, size, path, camera_ids)
+
+
+def _strip_colmap_images(data: mmap.mmap, size: int, path: Path, camera_ids: set[int]) -> bytes:
+    minimum_record = _COLMAP_IMAGE.size + 1 + _COLMAP_COUNT.size  # an empty name and no 2D points
+    count, offset = _colmap_count(data, size, path, "image", minimum_record)
+    records = [_COLMAP_COUNT.pack(count)]
+    image_ids = set()
+    for index in range(count):
+        if offset + _COLMAP_IMAGE.size > size:
+            raise ValueError(f"{path}: image record {index}: the file ends inside the record")
+        image_id, *_, camera_id = _COLMAP_IMAGE.unpack_from(data, offset)
+        where = f"{path}: image record {index} (id {image_id})"
+        if image_id in image_ids:
+            raise ValueError(f"{where}: image id {image_id} appears twice")
+        if camera_id not in camera_ids:
+            raise ValueError(f"{where}: camera id {camera_id} is not in cameras.bin")
+        name_start = offset + _COLMAP_IMAGE.size
+        name_end = data.find(b"\0", name_start, size)
+        if name_end < 0:
+            raise ValueError(f"{where}: the file ends inside the image name (no terminating NUL byte)")
+        try:
+            data[name_start:name_end].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{where}: the image name is not UTF-8 text") from None
+        points_start = name_end + 1 + _COLMAP_COUNT.size
+        if points_start > size:
+            raise ValueError(f"{where}: the file ends before the 2D point count")
+        (num_points,) = _COLMAP_COUNT.unpack_from(data, name_end + 1)
+        if num_points * _COLMAP_POINT2D_BYTES > size - points_start:
+            raise ValueError(f"{where}: {num_points} 2D points need {num_points * _COLMAP_POINT2D_BYTES} bytes but "
+                             f"only {size - points_start} remain in the file")
+        records += [data[offset:name_end + 1], _COLMAP_COUNT.pack(0)]
+        image_ids.add(image_id)
+        offset = points_start + num_points * _COLMAP_POINT2D_BYTES
+    if offset != size:
+        raise ValueError(f"{path}: {size - offset} byte(s) follow the last of the {count} image records")
+    return b"".join(records)
+
+
+def _colmap_count(data: bytes | mmap.mmap, size: int, path: Path, what: str, minimum_record: int) -> tuple[int, int]:
+    """The record count that starts a COLMAP binary file, checked to fit; returns it and the offset after it."""
+    if size < _COLMAP_COUNT.size:
+        raise ValueError(f"{path}: {size} bytes are too few for the {what} count (8 bytes)")
+    (count,) = _COLMAP_COUNT.unpack_from(data, 0)
+    room = (size - _COLMAP_COUNT.size) // minimum_record
+    if count > room:
+        raise ValueError(f"{path}: the header counts {count} {what}s but {size} bytes hold at most {room}")
+    return count, _COLMAP_COUNT.size
 
 
 # ---- writing ------------------------------------------------------------------------------------------------------
@@ -247,15 +430,21 @@ def write_dualcam_json(trajectory: CameraTrajectory, path: Path) -> None:
 
 
 def write_realestate10k(trajectory: CameraTrajectory, path: Path) -> None:
-    """RealEstate10K text: a first line standing for the URL, then 19 numbers per frame (30 fps timestamps)."""
-    lines = [FORMAT_NAME] + [" ".join(_format_number(value) for value in row) for row in trajectory.to_realestate10k()]
+    """RealEstate10K text: a first line in place of the URL, ``dualcam-trajectory source_size=WxH`` (or
+    ``source_size=none``), then 19 numbers per frame (30 fps timestamps)."""
+    size = "{}x{}".format(*trajectory.source_size) if trajectory.source_size else "none"
+    lines = [f"{FORMAT_NAME} source_size={size}"]
+    lines += [" ".join(_format_number(value) for value in row) for row in trajectory.to_realestate10k()]
     atomic_write(path, ("\n".join(lines) + "\n").encode())
 
 
 def write_torch(trajectory: CameraTrajectory, path: Path) -> None:
-    """The demo format: ``{"cameras": float32 tensor [N, 18]}`` (RealEstate10K rows without timestamp)."""
+    """The demo format, ``{"cameras": float32 tensor [N, 18]}`` (RealEstate10K rows without timestamp), plus
+    ``"source_size": [width, height]`` (or None), which readers of the demo format ignore."""
     buffer = io.BytesIO()
-    torch.save({"cameras": torch.from_numpy(trajectory.to_realestate10k()[:, 1:]).float()}, buffer)
+    cameras = torch.from_numpy(trajectory.to_realestate10k()[:, 1:]).float()
+    source_size = list(trajectory.source_size) if trajectory.source_size else None
+    torch.save({"cameras": cameras, "source_size": source_size}, buffer)
     atomic_write(path, buffer.getvalue())
 
 
@@ -331,6 +520,8 @@ def _float_array(value: Any, path: Path, what: str, shape: tuple[int, ...] | Non
     """``value`` as a float64 array (of ``shape`` if given), or a ValueError naming ``what``."""
     if isinstance(value, (str, bytes, dict)) or value is None:
         raise ValueError(f"{path}: {what} must be numbers, got {type(value).__name__}")
+    if _holds_bool(value):
+        raise ValueError(f"{path}: {what} must be numbers, got a boolean (true/false) among them")
     try:
         array = np.array(value, dtype=np.float64)
     except (TypeError, ValueError, OverflowError, RecursionError):
@@ -338,6 +529,18 @@ def _float_array(value: Any, path: Path, what: str, shape: tuple[int, ...] | Non
     if shape is not None and array.shape != shape:
         raise ValueError(f"{path}: {what} must have shape {list(shape)}, got {list(array.shape)}")
     return array
+
+
+def _holds_bool(value: Any) -> bool:
+    """Whether ``value`` or any item of its (nested) lists is a boolean, which numpy would take for 0 or 1."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, bool):
+            return True
+        if isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def _float_field(fields: dict, key: str, path: Path, index: int) -> float | None:
@@ -363,18 +566,40 @@ def _nerf_image_size(fields: dict, path: Path, index: int) -> tuple[int, int]:
 
 
 def _image_file_size(file_path: Any, path: Path, index: int) -> tuple[int, int]:
-    """Size of the image a NeRF frame points at (blender-style paths may omit the .png)."""
+    """Size of the image a NeRF frame points at (blender-style paths may omit the .png).
+
+    The image must lie inside the folder of the trajectory file: a file from elsewhere must not be able to make
+    the reader open (and so reveal) images anywhere on the machine.
+    """
     from PIL import Image
 
     if isinstance(file_path, str) and file_path:
-        for candidate in (path.parent / file_path, path.parent / f"{file_path}.png"):
-            if candidate.is_file():
-                try:
-                    with Image.open(candidate) as image:
-                        return image.size
-                except OSError:
-                    break
+        for candidate in (_inside_folder(file_path, path, index), _inside_folder(f"{file_path}.png", path, index)):
+            try:
+                if not candidate.is_file():
+                    continue
+                with Image.open(candidate) as image:  # the header only: the size is all that is read
+                    return image.size
+            except (OSError, Image.DecompressionBombError):  # e.g. a name too long for the file system
+                break
     raise ValueError(f"{path}: frame {index}: no image size: give \"w\" and \"h\" (or a readable file_path image)")
+
+
+def _inside_folder(file_path: str, path: Path, index: int) -> Path:
+    """``file_path`` resolved against the folder of ``path``; a ValueError when it is absolute or leads outside."""
+    if Path(file_path).is_absolute():
+        raise ValueError(f"{path}: frame {index}: file_path {_short(file_path)} is absolute; image paths must be "
+                         f"relative to the folder of {path.name}")
+    folder = path.parent.resolve()
+    try:
+        resolved = (folder / file_path).resolve()
+    except (OSError, RuntimeError, ValueError) as error:  # a NUL byte (ValueError), a link loop (RuntimeError)
+        raise ValueError(f"{path}: frame {index}: file_path {_short(file_path)} is not a usable path "
+                         f"({error})") from None
+    if not resolved.is_relative_to(folder):
+        raise ValueError(f"{path}: frame {index}: file_path {_short(file_path)} leads outside the folder of "
+                         f"{path.name}; image paths must stay inside it")
+    return resolved
 
 
 def _nerf_intrinsics(fields: dict, width: int, height: int, path: Path, index: int) -> list[float]:

@@ -5,6 +5,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
@@ -18,10 +19,12 @@ from .trajectory import CameraTrajectory
 MAX_FRUSTA = 24
 #: Frustum depth as a fraction of the largest extent of the camera path.
 FRUSTUM_SCALE = 0.15
+#: Colour map of a trajectory coloured by frame.
+COLORMAP = "viridis"
 # Edges of a frustum as index pairs into [centre, 4 image-plane corners].
 _FRUSTUM_EDGES = [(0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (2, 3), (3, 4), (4, 1)]
-# (panel title, horizontal axis, vertical axis, axis labels, invert the vertical axis)
-_VIEWS = [
+#: The two panels: (title, horizontal axis, vertical axis, axis labels, invert the vertical axis).
+VIEWS = [
     ("from above (x-z)", 0, 2, ("x (right)", "z (forward)"), False),
     ("from the side (z-y, y down)", 2, 1, ("z (forward)", "y (down)"), True),
 ]
@@ -38,30 +41,62 @@ def frustum_points(trajectory: CameraTrajectory, depth: float) -> np.ndarray:
     return np.concatenate([centre[:, None], world_corners], axis=1)
 
 
+def frustum_depth(centres: np.ndarray) -> float:
+    """Frustum depth for a path through ``centres`` [F, 3]: ``FRUSTUM_SCALE`` of its largest extent (0.1 when the
+    camera does not move)."""
+    extent = float(np.ptp(centres, axis=0).max())
+    return FRUSTUM_SCALE * extent if extent > 1e-9 else 0.1
+
+
+def draw_trajectory(
+    axis: Axes,
+    trajectory: CameraTrajectory,
+    horizontal: int,
+    vertical: int,
+    depth: float,
+    color: str | None = None,
+    linestyle: str = "solid",
+    label: str | None = None,
+) -> LineCollection:
+    """Draw ``trajectory`` (in its own coordinates) on ``axis``, projected onto the world axes ``horizontal`` and
+    ``vertical``: frusta of ``depth`` (at most ``MAX_FRUSTA``, evenly spaced) and the path through every centre.
+
+    Coloured by frame with ``COLORMAP`` unless ``color`` is given; ``label`` names the path in a legend. Returns the
+    frusta's collection, a mappable for a colour bar.
+    """
+    frusta = frustum_points(trajectory, depth)
+    num_frames = len(trajectory)
+    shown = np.unique(np.linspace(0, num_frames - 1, min(num_frames, MAX_FRUSTA)).round().astype(int))
+    segments = [frusta[frame][list(edge)][:, [horizontal, vertical]] for frame in shown for edge in _FRUSTUM_EDGES]
+    path_points = trajectory.c2w[:, :3, 3][:, [horizontal, vertical]]
+    path_segments = np.stack([path_points[:-1], path_points[1:]], 1)
+    if color is None:
+        norm = Normalize(0, max(num_frames - 1, 1))
+        frusta_lines = LineCollection(segments, cmap=COLORMAP, norm=norm, array=np.repeat(shown, len(_FRUSTUM_EDGES)),
+                                      linewidths=0.9, linestyles=linestyle)
+        path_lines = LineCollection(path_segments, cmap=COLORMAP, norm=norm, array=np.arange(num_frames - 1),
+                                    linewidths=2.0, linestyles=linestyle, label=label)
+    else:
+        frusta_lines = LineCollection(segments, colors=color, linewidths=0.9, linestyles=linestyle)
+        path_lines = LineCollection(path_segments, colors=color, linewidths=2.0, linestyles=linestyle, label=label)
+    axis.add_collection(frusta_lines)
+    axis.add_collection(path_lines)
+    return frusta_lines
+
+
 def plot_trajectory(trajectory: CameraTrajectory, path: str | Path, title: str | None = None) -> Path:
     """Write a PNG of ``trajectory`` in its first frame's camera axes; returns ``path``."""
     path = Path(path)
     relative = trajectory.relative()
-    centres = relative.centres
-    extent = float(np.ptp(centres, axis=0).max())
-    depth = FRUSTUM_SCALE * extent if extent > 1e-9 else 0.1
-    frusta = frustum_points(relative, depth)
-    shown = np.unique(np.linspace(0, len(relative) - 1, min(len(relative), MAX_FRUSTA)).round().astype(int))
-    colormap = "viridis"
-    norm = Normalize(0, max(len(relative) - 1, 1))
+    depth = frustum_depth(relative.centres)
 
     figure = Figure(figsize=(11, 5.2), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 2)
-    for axis, (panel_title, horizontal, vertical, labels, invert) in zip(axes, _VIEWS):
-        segments = [frusta[frame][list(edge)][:, [horizontal, vertical]] for frame in shown for edge in _FRUSTUM_EDGES]
-        edge_times = np.repeat(shown, len(_FRUSTUM_EDGES))
-        axis.add_collection(LineCollection(segments, cmap=colormap, norm=norm, array=edge_times, linewidths=0.9))
-        path_points = centres[:, [horizontal, vertical]]
-        path_segments = np.stack([path_points[:-1], path_points[1:]], 1)
-        axis.add_collection(LineCollection(path_segments, cmap=colormap, norm=norm, array=np.arange(len(centres) - 1),
-                                           linewidths=2.0))
-        axis.plot(*path_points[0], marker="*", markersize=15, color="crimson", zorder=5, label="first frame")
+    for axis, (panel_title, horizontal, vertical, labels, invert) in zip(axes, VIEWS):
+        mappable = draw_trajectory(axis, relative, horizontal, vertical, depth)
+        axis.plot(*relative.centres[0, [horizontal, vertical]], marker="*", markersize=15, color="crimson", zorder=5,
+                  label="first frame")
         axis.autoscale_view()
         axis.set_aspect("equal", adjustable="datalim")
         if invert:
@@ -69,7 +104,6 @@ def plot_trajectory(trajectory: CameraTrajectory, path: str | Path, title: str |
         axis.set(title=panel_title, xlabel=labels[0], ylabel=labels[1])
         axis.grid(alpha=0.3)
         axis.legend(loc="best", fontsize=8)
-    mappable = axes[0].collections[0]
     figure.colorbar(mappable, ax=list(axes), label="frame", shrink=0.85)
     figure.suptitle(title or _summary(relative))
     buffer = io.BytesIO()

@@ -26,13 +26,14 @@ def plucker_embedding(
         raise ValueError(f"height and width must be positive, got height={height}, width={width}")
     c2w = np.asarray(c2w, dtype=np.float64)
     pixel_intrinsics = np.asarray(pixel_intrinsics, dtype=np.float64)
-    num_frames = c2w.shape[0]
     rotation, centre = c2w[:, :3, :3], c2w[:, :3, 3]
     # Before normalisation the camera-space ray is (a_u, b_v, 1) with a_u = (u + 0.5 - cx) / fx and
     # b_v = (v + 0.5 - cy) / fy, so in world axes d = (a_u R[:, 0] + b_v R[:, 1] + R[:, 2]) / |(a_u, b_v, 1)| and
-    # o x d has the same form with o x R[:, k]. Every channel is therefore a 3-term combination of the per-pixel
-    # basis (a_u, b_v, 1) / norm with per-frame coefficients: three passes over the output, no per-pixel cross
-    # products. Elementwise products rather than a matmul keep full float32 precision even where TF32 is enabled.
+    # o x d has the same form with o x R[:, k]. Every channel is therefore (C0 a_u + C1 b_v + C2) / |(a_u, b_v, 1)|
+    # with per-frame coefficients C: the broadcast sum of a [6, F, W] term in u and a [6, F, H] term in v writes the
+    # output once, and one in-place multiply by the inverse norms finishes it. Fresh memory costs page faults, so
+    # the only large buffers are the output and, when the intrinsics change per frame (a zoom), the [F, H, W]
+    # inverse norms. Elementwise products rather than a matmul keep full float32 precision even where TF32 is on.
     direction_coefficients = rotation.transpose(0, 2, 1)  # [F, k, xyz]: column k of R
     moment_coefficients = np.cross(centre[:, None, :], direction_coefficients)  # [F, k, xyz]: o x R[:, k]
     coefficients = np.concatenate([moment_coefficients, direction_coefficients], axis=2).transpose(2, 0, 1)  # [6,F,3]
@@ -41,17 +42,16 @@ def plucker_embedding(
     fx, fy, cx, cy = (torch.from_numpy(pixel_intrinsics[:, i]).to(device=device, dtype=compute_dtype) for i in range(4))
     columns = torch.arange(width, device=device, dtype=compute_dtype) + 0.5
     rows = torch.arange(height, device=device, dtype=compute_dtype) + 0.5
-    if (pixel_intrinsics == pixel_intrinsics[:1]).all():  # one basis serves every frame
+    if (pixel_intrinsics == pixel_intrinsics[:1]).all():  # one set of rays serves every frame
         fx, fy, cx, cy = fx[:1], fy[:1], cx[:1], cy[:1]
     a = (columns[None, :] - cx[:, None]) / fx[:, None]  # [F or 1, W]
     b = (rows[None, :] - cy[:, None]) / fy[:, None]  # [F or 1, H]
-    inverse_norm = torch.rsqrt(1.0 + a[:, None, :] ** 2 + b[:, :, None] ** 2)  # [F or 1, H, W]
-    basis = torch.stack([a[:, None, :] * inverse_norm, b[:, :, None] * inverse_norm, inverse_norm], dim=1)
-    basis = basis.flatten(2)  # [F or 1, 3, HW]
-    embedding = coefficients[..., 0, None] * basis[:, 0]  # [6, F, HW]
-    embedding.addcmul_(coefficients[..., 1, None], basis[:, 1])
-    embedding.addcmul_(coefficients[..., 2, None], basis[:, 2])
-    return embedding.reshape(6, num_frames, height, width).to(dtype)
+    inverse_norm = torch.add((a * a)[:, None, :], (b * b + 1.0)[:, :, None]).rsqrt_()  # [F or 1, H, W]
+    c0, c1, c2 = coefficients.unbind(dim=2)  # [6, F] each
+    u_term = torch.addcmul(c2[..., None], c0[..., None], a)  # [6, F, W]: C2 + C0 a_u
+    v_term = c1[..., None] * b  # [6, F, H]: C1 b_v
+    embedding = torch.add(u_term[:, :, None, :], v_term[:, :, :, None])  # [6, F, H, W]
+    return embedding.mul_(inverse_norm).to(dtype)
 
 
 def pack_plucker(plucker: torch.Tensor) -> torch.Tensor:

@@ -236,7 +236,7 @@ class CameraTrajectory:
         defaults to RealEstate10K's 640x360 frames, so that ``cover_crop`` adapts the intrinsics to any output.
         """
         if isinstance(rows, torch.Tensor):
-            rows = rows.detach().cpu().double().numpy()
+            rows = _tensor_rows(rows)
         try:
             rows = np.array(rows, dtype=np.float64)
         except (TypeError, ValueError, OverflowError) as error:
@@ -310,12 +310,39 @@ def check_size(size: Any, name: str) -> tuple[int, int]:
     """``size`` as a (width, height) pair of positive ints, or a ValueError naming ``name``."""
     try:
         width, height = size
-        valid = int(width) == width and int(height) == height and width > 0 and height > 0
+        valid = (not isinstance(width, (bool, np.bool_)) and not isinstance(height, (bool, np.bool_))
+                 and int(width) == width and int(height) == height and width > 0 and height > 0)
     except (TypeError, ValueError, OverflowError):
         valid = False
     if not valid:
         raise ValueError(f"{name} must be (width, height) in positive whole pixels, got {size!r}")
     return int(width), int(height)
+
+
+#: Integer dtypes accepted for RealEstate10K rows given as a tensor (every floating-point dtype is accepted too).
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16, torch.uint32,
+                   torch.uint64)
+
+
+def _tensor_rows(rows: torch.Tensor) -> np.ndarray:
+    """A dense real float or integer tensor as a float64 array; a ValueError for any other kind of tensor."""
+    if rows.is_nested:
+        kind = "a nested tensor"
+    elif rows.is_quantized:
+        kind = f"a quantized tensor ({str(rows.dtype).removeprefix('torch.')})"
+    elif rows.is_meta:
+        kind = "a meta tensor (it holds no data)"
+    elif rows.layout != torch.strided:
+        kind = f"a {str(rows.layout).removeprefix('torch.')} tensor"
+    elif not (rows.dtype.is_floating_point or rows.dtype in _INTEGER_DTYPES):
+        kind = f"a tensor of dtype {str(rows.dtype).removeprefix('torch.')}"
+    elif rows.numel() > rows.untyped_storage().nbytes() // rows.element_size():
+        # An expanded view: a few stored numbers standing for a huge array that a copy would have to allocate.
+        kind = f"a view of shape {list(rows.shape)} whose elements overlap in memory (save a copy, tensor.clone())"
+    else:
+        return rows.detach().cpu().double().numpy()
+    raise ValueError(f"RealEstate10K rows must be a dense (strided) tensor of real floating-point or integer "
+                     f"numbers, got {kind}")
 
 
 def _continue_intrinsics(start: np.ndarray, other: np.ndarray) -> np.ndarray:

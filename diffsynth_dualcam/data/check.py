@@ -9,11 +9,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ..io import atomic_write
-from .clip_dataset import CameraClipDataset
+from .clip_dataset import CAPTIONS_FILE, CameraClipDataset, aspect_mismatch
 from .realestate10k import META_FILE
 
-#: Largest relative difference between the RGB and depth aspect ratios (both are cover-cropped the same way).
-ASPECT_TOLERANCE = 0.01
 #: Largest mean spread between the channels of a depth frame: depth must be grayscale, not a colour map.
 GRAY_TOLERANCE = 8.0
 
@@ -33,8 +31,12 @@ class ClipReport:
         return not self.problems
 
 
-def check_clip(dataset: CameraClipDataset, name: str, num_frames: int | None = None) -> ClipReport:
-    """Open one clip, decode its first and last frames and compare what its files say about each other."""
+def check_clip(dataset: CameraClipDataset, name: str, num_frames: int | None = None, min_stride: int = 1,
+               expect_caption: bool = False) -> ClipReport:
+    """Open one clip, decode its first and last frames and compare what its files say about each other.
+
+    A clip needs ``(num_frames - 1) * min_stride + 1`` usable frames; ``expect_caption`` warns when it has none.
+    """
     report = ClipReport(name)
     try:
         clip = dataset.open_clip(name)
@@ -50,19 +52,20 @@ def check_clip(dataset: CameraClipDataset, name: str, num_frames: int | None = N
     except (ValueError, OSError, RuntimeError, IndexError) as error:
         report.problems.append(f"cannot decode frames {ends}: {error}")
         return report
-    rgb_aspect = rgb.shape[2] / rgb.shape[1]
-    depth_aspect = depth.shape[2] / depth.shape[1]
-    if abs(depth_aspect / rgb_aspect - 1.0) > ASPECT_TOLERANCE:
-        report.problems.append(f"depth frames are {depth.shape[2]}x{depth.shape[1]}, RGB frames "
-                               f"{rgb.shape[2]}x{rgb.shape[1]}: the aspect ratios differ")
+    mismatch = aspect_mismatch(rgb.shape, depth.shape)
+    if mismatch:
+        report.problems.append(mismatch)
     spread = np.abs(depth.astype(np.float32) - depth.astype(np.float32).mean(-1, keepdims=True)).mean()
     if spread > GRAY_TOLERANCE:
         report.problems.append(f"depth frames are not grayscale (mean channel spread {spread:.1f}): "
                                "expected disparity repeated on 3 channels, not a colour map")
-    if num_frames is not None and len(clip.camera) < num_frames:
-        report.problems.append(f"{len(clip.camera)} usable frames, fewer than num_frames={num_frames}")
-    if dataset.captions and name not in dataset.captions:
-        report.warnings.append("no caption in captions.json (an empty prompt is used)")
+    needed = None if num_frames is None else (num_frames - 1) * min_stride + 1
+    if needed is not None and len(clip.camera) < needed:
+        report.problems.append(f"{len(clip.camera)} usable frames, fewer than the {needed} that "
+                               f"num_frames={num_frames} at min_stride={min_stride} needs")
+    if expect_caption and not (clip.prompt or clip.frame_captions):
+        report.warnings.append(f"no caption (neither in the dataset's nor in the clip's {CAPTIONS_FILE}): "
+                               "an empty prompt is used")
     meta_path = dataset.root / name / META_FILE
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
@@ -74,11 +77,17 @@ def check_clip(dataset: CameraClipDataset, name: str, num_frames: int | None = N
     return report
 
 
-def check_dataset(dataset: CameraClipDataset, num_frames: int | None = None, progress: bool = True
-                  ) -> list[ClipReport]:
-    """A report for every clip of ``dataset`` (problems make training fail; warnings do not)."""
+def check_dataset(dataset: CameraClipDataset, num_frames: int | None = None, progress: bool = True,
+                  min_stride: int = 1) -> list[ClipReport]:
+    """A report for every clip of ``dataset`` (problems make training fail; warnings do not).
+
+    Clips without a caption are warned about when some clip has one (a dataset without any captions trains with
+    empty prompts on purpose).
+    """
+    expect_caption = dataset.use_captions and (bool(dataset.captions) or any(
+        (dataset.root / name / CAPTIONS_FILE).is_file() for name in dataset.clip_names))
     names = tqdm(dataset.clip_names, desc="checking clips", disable=not progress)
-    return [check_clip(dataset, name, num_frames) for name in names]
+    return [check_clip(dataset, name, num_frames, min_stride, expect_caption) for name in names]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", help="dataset folder")
     parser.add_argument("--layout", choices=("realestate10k", "dl3dv"), default="realestate10k")
     parser.add_argument("--num-frames", type=int, default=None, help="frames per training clip (4k+1)")
+    parser.add_argument("--min-stride", type=int, default=1,
+                        help="smallest frame stride training may use (data.min_stride): clips need "
+                             "(num-frames - 1) * min-stride + 1 frames")
     parser.add_argument("--report", default=None, help="also write the reports to this JSON file")
 
 
@@ -93,8 +105,10 @@ def run(args: argparse.Namespace) -> int:
     """Check a dataset folder; exit code 1 when any clip has a problem."""
     from . import DATASETS
 
+    if args.min_stride < 1:
+        raise ValueError(f"--min-stride must be >= 1, got {args.min_stride}")
     dataset = DATASETS[args.layout](args.root, height=16, width=16, num_frames=1)
-    reports = check_dataset(dataset, args.num_frames)
+    reports = check_dataset(dataset, args.num_frames, min_stride=args.min_stride)
     for report in reports:
         for problem in report.problems:
             print(f"PROBLEM {report.name}: {problem}")

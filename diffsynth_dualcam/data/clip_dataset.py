@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +13,20 @@ from ..camera import CameraTrajectory, pack_plucker
 from .frames import FrameSource
 from .transforms import cover_crop_frames, mirror_trajectory, sample_clip_indices
 
+#: Captions file name: in the dataset folder ``{clip name: caption}``; in a clip folder, as published,
+#: ``{frame index: caption}`` (a caption every 60 frames, e.g. ``{"0": "...", "60": "..."}``).
 CAPTIONS_FILE = "captions.json"
+#: Largest relative difference between the RGB and depth aspect ratios (both are cover-cropped the same way).
+ASPECT_TOLERANCE = 0.01
 
 
 @dataclass
 class ClipFiles:
-    """One opened clip: frame sources, one camera per usable frame, and the prompt.
+    """One opened clip: frame sources, one camera per usable frame, and its captions.
 
     ``frame_ids[i]`` is the index in ``rgb`` and ``depth`` of the frame that camera ``i`` belongs to.
+    ``prompt`` is the clip's caption from the dataset's ``captions.json``; ``frame_captions`` maps RGB frame
+    indices to the captions of the clip's own ``captions.json`` (see ``prompt_for``).
     """
 
     name: str
@@ -28,7 +34,18 @@ class ClipFiles:
     depth: FrameSource
     camera: CameraTrajectory
     frame_ids: np.ndarray
-    prompt: str
+    prompt: str = ""
+    frame_captions: dict[int, str] = field(default_factory=dict)
+
+    def prompt_for(self, frame_ids: np.ndarray) -> str:
+        """The prompt of a sample made of RGB frames ``frame_ids``: the clip's caption from the dataset's
+        ``captions.json`` if it has one, else the per-frame caption of the last captioned frame at or before the
+        sample's last frame (the first captioned frame when none is), else an empty prompt."""
+        if self.prompt or not self.frame_captions:
+            return self.prompt
+        captioned = sorted(self.frame_captions)
+        before = [index for index in captioned if index <= int(frame_ids[-1])]
+        return self.frame_captions[before[-1] if before else captioned[0]]
 
 
 def load_captions(root: str | Path) -> dict[str, str]:
@@ -43,12 +60,43 @@ def load_captions(root: str | Path) -> dict[str, str]:
     return captions
 
 
+def load_frame_captions(folder: str | Path) -> dict[int, str]:
+    """The published per-clip ``captions.json`` of a clip folder ({"frame index": caption}) with integer keys, or
+    an empty dict when the folder has none; raises ValueError naming the clip if the file has another form."""
+    folder = Path(folder)
+    path = folder / CAPTIONS_FILE
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8") as file:
+        captions = json.load(file)
+    if (not isinstance(captions, dict) or not all(isinstance(v, str) for v in captions.values())
+            or not all(isinstance(k, str) and k.isascii() and k.isdigit() for k in captions)):
+        raise ValueError(f"clip {folder.name!r}: {path}: expected a JSON object mapping frame indices "
+                         '("0", "60", ...) to caption strings')
+    return {int(key): value for key, value in captions.items()}
+
+
+def aspect_mismatch(rgb_shape: tuple[int, ...], depth_shape: tuple[int, ...]) -> str | None:
+    """A description of the problem when RGB and depth frames ([F, H, W, C]) differ in aspect ratio, else None.
+
+    Both are scaled to cover the training size and centre-cropped, so depth of another aspect ratio would be
+    cropped differently from the RGB frames and no longer line up with them.
+    """
+    rgb_aspect = rgb_shape[2] / rgb_shape[1]
+    depth_aspect = depth_shape[2] / depth_shape[1]
+    if abs(depth_aspect / rgb_aspect - 1.0) <= ASPECT_TOLERANCE:
+        return None
+    return (f"depth frames are {depth_shape[2]}x{depth_shape[1]}, RGB frames {rgb_shape[2]}x{rgb_shape[1]}: "
+            "the aspect ratios differ")
+
+
 class CameraClipDataset(torch.utils.data.Dataset, ABC):
     """Random camera-annotated clips of a dataset folder, cropped to one size, optionally mirrored.
 
     Subclasses list the clips (``clip_names``) and open one (``open_clip``); this class samples ``num_frames``
-    frames ``stride`` apart, resizes to cover (height, width) with a centre crop, flips horizontally with
-    probability ``flip_probability`` and builds the Plücker map relative to the first sampled frame.
+    frames ``stride`` apart (less for short clips, never below ``min_stride``), resizes to cover (height, width)
+    with a centre crop, flips horizontally with probability ``flip_probability`` and builds the Plücker map
+    relative to the first sampled frame.
     ``num_samples`` fixes the length of an epoch (default: one item per clip); clips are visited round-robin.
     """
 
@@ -65,6 +113,7 @@ class CameraClipDataset(torch.utils.data.Dataset, ABC):
         flip_probability: float = 0.5,
         use_captions: bool = True,
         num_samples: int | None = None,
+        min_stride: int = 1,
     ):
         self.root = Path(root)
         if not self.root.is_dir():
@@ -73,9 +122,12 @@ class CameraClipDataset(torch.utils.data.Dataset, ABC):
             raise ValueError(f"height and width must be multiples of 16, got {height}x{width}")
         if not 0.0 <= flip_probability <= 1.0:
             raise ValueError(f"flip_probability must be in [0, 1], got {flip_probability}")
+        if not 1 <= min_stride <= stride:
+            raise ValueError(f"min_stride must be between 1 and stride={stride}, got {min_stride}")
         self.height, self.width = height, width
-        self.num_frames, self.stride = num_frames, stride
+        self.num_frames, self.stride, self.min_stride = num_frames, stride, min_stride
         self.flip_probability = flip_probability
+        self.use_captions = use_captions
         self.captions = load_captions(self.root) if use_captions else {}
         self.clip_names = self.list_clips()
         if not self.clip_names:
@@ -89,6 +141,13 @@ class CameraClipDataset(torch.utils.data.Dataset, ABC):
     @abstractmethod
     def open_clip(self, name: str) -> ClipFiles:
         """Open one clip; raise ValueError / FileNotFoundError naming the clip if its files are missing or disagree."""
+
+    def clip_captions(self, name: str) -> tuple[str, dict[int, str]]:
+        """The clip's caption from the dataset's ``captions.json`` and its own per-frame captions (both empty
+        when ``use_captions`` is off)."""
+        if not self.use_captions:
+            return "", {}
+        return self.captions.get(name, ""), load_frame_captions(self.root / name)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -106,12 +165,15 @@ class CameraClipDataset(torch.utils.data.Dataset, ABC):
         """
         clip = self.open_clip(self.clip_names[index % len(self.clip_names)])
         try:
-            positions = sample_clip_indices(len(clip.camera), self.num_frames, self.stride, rng)
+            positions = sample_clip_indices(len(clip.camera), self.num_frames, self.stride, rng, self.min_stride)
         except ValueError as error:
             raise ValueError(f"clip {clip.name!r}: {error}") from error
         frame_ids = clip.frame_ids[positions]
         rgb = clip.rgb.read(frame_ids)
         depth = clip.depth.read(frame_ids)
+        mismatch = aspect_mismatch(rgb.shape, depth.shape)
+        if mismatch:
+            raise ValueError(f"clip {clip.name!r}: {mismatch} ({clip.depth.path}, {clip.rgb.path})")
         video = cover_crop_frames(rgb, self.height, self.width)
         disparity = cover_crop_frames(depth.mean(axis=-1, keepdims=True).round().astype(np.uint8), self.height,
                                       self.width)
@@ -129,7 +191,7 @@ class CameraClipDataset(torch.utils.data.Dataset, ABC):
             "depth": disparity.expand(3, -1, -1, -1).contiguous(),
             "plucker": plucker,
             "camera": camera,
-            "prompt": clip.prompt,
+            "prompt": clip.prompt_for(frame_ids),
             "clip": clip.name,
             "frame_ids": frame_ids,
         }

@@ -4,9 +4,10 @@
 ROOT/
   captions.json                            optional {scene name: caption}
   <scene>/
-    images/ | images_4/                    RGB frames (the COLMAP image names are these file names)
+    images/ | images_2/ | images_4/ | images_8/   RGB frames (the COLMAP image names are these file names)
     sparse/0/ | colmap/sparse/0/           COLMAP model (binary or text), read with pycolmap
     depth_vitl_fp16.mp4 | depth.mp4 | depth/   disparity, one frame per RGB frame, in file-name order
+    captions.json                          optional per-frame captions {"frame index": caption}
 ```
 Frames the COLMAP model did not register are skipped; clips are sampled among the registered frames.
 """
@@ -20,7 +21,7 @@ from ..camera import CameraTrajectory
 from .clip_dataset import CameraClipDataset, ClipFiles, check_frame_counts
 from .frames import FrameSource, require_frame_source
 
-IMAGE_FOLDERS = ("images", "images_4")
+IMAGE_FOLDERS = ("images", "images_2", "images_4", "images_8")
 MODEL_FOLDERS = ("sparse/0", "colmap/sparse/0")
 DEPTH_NAMES = ("depth_vitl_fp16.mp4", "depth.mp4", "depth")
 
@@ -65,7 +66,8 @@ class DL3DVDataset(CameraClipDataset):
         camera, frame_ids = read_colmap_cameras(model_dir, [path.name for path in rgb.image_paths])
         if len(frame_ids) == 0:
             raise ValueError(f"clip {name!r}: no frame of {image_dir} is registered in the COLMAP model {model_dir}")
+        prompt, frame_captions = self.clip_captions(name)
         clip = ClipFiles(name=name, rgb=rgb, depth=FrameSource(depth_path), camera=camera, frame_ids=frame_ids,
-                         prompt=self.captions.get(name, ""))
+                         prompt=prompt, frame_captions=frame_captions)
         check_frame_counts(clip)
         return clip

@@ -1,5 +1,9 @@
 """Dataset preparation: depth videos for clips that have none, and the captions file.
 
+Both dataset layouts are handled (``--layout``): RealEstate10K clips (``video.mp4`` or ``frames/``) and DL3DV
+scenes (``images/``, ``images_2/``, ``images_4/`` or ``images_8/``, the depth one frame per image in file-name
+order). Folders without RGB frames of the layout are reported, not silently passed over.
+
 The published training depth came from Video Depth Anything ViT-L (``depth_vitl_fp16.mp4``), which is not part of
 ``transformers``; put its videos in the clip folders if you have them. Otherwise ``dualcam prepare-data`` runs a
 per-frame Depth Anything model through ``transformers`` (optional: needs the model files, local or downloaded)
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,10 +25,17 @@ from tqdm import tqdm
 from ..io import atomic_output, atomic_write
 from ..pipeline.output import write_video
 from .clip_dataset import CAPTIONS_FILE, load_captions
+from .dl3dv import DEPTH_NAMES as DL3DV_DEPTH_NAMES
+from .dl3dv import IMAGE_FOLDERS
 from .frames import FrameSource, find_frame_source
 from .realestate10k import DEPTH_NAMES, RGB_NAMES
 
 PREPARED_DEPTH_NAME = "depth.mp4"
+#: layout -> (RGB sources, depth sources) a clip folder is searched for, in order (as the datasets do).
+LAYOUT_SOURCES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "realestate10k": (RGB_NAMES, DEPTH_NAMES),
+    "dl3dv": (IMAGE_FOLDERS, DL3DV_DEPTH_NAMES),
+}
 #: Percentiles of the aligned clip disparity mapped to 0 and 255 (robust to a few outlier pixels).
 STRETCH_PERCENTILES = (0.5, 99.5)
 
@@ -71,9 +83,33 @@ def save_captions(root: str | Path, captions: dict[str, str]) -> Path:
     return path
 
 
+def plan_depth_videos(root: str | Path, layout: str = "realestate10k") -> tuple[list[Path], int, list[str]]:
+    """What ``prepare-data`` would do for the clip folders of ``root``: the RGB sources of the clips without depth,
+    the number of clips that already have depth, and one message per folder skipped because it has no RGB frames
+    of ``layout`` (with a hint when it has those of the other layout)."""
+    rgb_names, depth_names = LAYOUT_SOURCES[layout]
+    todo, have_depth, skipped = [], 0, []
+    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        rgb_path = find_frame_source(folder, rgb_names)
+        if rgb_path is None:
+            message = f"{folder}: no RGB frames ({' or '.join(rgb_names)})"
+            for other, (other_names, _) in LAYOUT_SOURCES.items():
+                if other != layout and find_frame_source(folder, other_names) is not None:
+                    message += f"; it has {other} frames: use --layout {other}"
+            skipped.append(message)
+        elif find_frame_source(folder, depth_names) is not None:
+            have_depth += 1
+        else:
+            todo.append(rgb_path)
+    return todo, have_depth, skipped
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``dualcam prepare-data``."""
-    parser.add_argument("root", help="dataset folder in the RealEstate10K layout")
+    parser.add_argument("root", help="dataset folder (one folder per clip or scene)")
+    parser.add_argument("--layout", choices=tuple(LAYOUT_SOURCES), default="realestate10k",
+                        help="where the RGB frames of a clip are: video.mp4 | frames/ (realestate10k) or "
+                             "images/ | images_2/ | images_4/ | images_8/ (dl3dv)")
     parser.add_argument("--depth-model", default=None,
                         help="Depth Anything model (hub id or local folder) for clips without a depth video")
     parser.add_argument("--device", default="cpu")
@@ -88,20 +124,28 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"dataset folder {root} does not exist")
     if args.depth_model is None and args.captions is None:
         raise ValueError("nothing to do: give --depth-model and/or --captions")
+    captions, todo = None, []
     if args.captions:
         captions = json.loads(Path(args.captions).read_text(encoding="utf-8"))
         if not isinstance(captions, dict):
             raise ValueError(f"{args.captions}: expected a JSON object {{clip name: caption}}")
-        print(f"captions written to {save_captions(root, captions)}")
     if args.depth_model:
+        todo, have_depth, skipped = plan_depth_videos(root, args.layout)
+        for message in skipped:
+            print(f"warning: skipped {message}", file=sys.stderr)
+        if not todo and not have_depth:
+            raise ValueError(f"{root}: no clip folder has RGB frames of the {args.layout} layout "
+                             f"({' or '.join(LAYOUT_SOURCES[args.layout][0])})")
+        print(f"{len(todo)} depth videos to write, {have_depth} clips already have depth, "
+              f"{len(skipped)} folders skipped")
+    if captions is not None:
+        print(f"captions written to {save_captions(root, captions)}")
+    if todo:
         from ..depth import DepthEstimator
 
         estimator = DepthEstimator.from_pretrained(args.depth_model, device=args.device)
-        clips = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        for folder in tqdm(clips, desc="depth videos"):
-            rgb_path = find_frame_source(folder, RGB_NAMES)
-            if rgb_path is None or find_frame_source(folder, DEPTH_NAMES) is not None:
-                continue
+        for rgb_path in tqdm(todo, desc="depth videos"):
+            folder = rgb_path.parent
             path = write_depth_video(rgb_path, folder / PREPARED_DEPTH_NAME, estimator.disparity, fps=args.fps)
             print(f"depth video written to {path}")
     return 0

@@ -8,7 +8,9 @@ ROOT/
     <clip>.txt | <clip>.torch   RealEstate10K cameras: one row per frame
     depth_vitl_fp16.mp4 | depth.mp4 | depth/   disparity, near = bright, one frame per RGB frame
     meta_data.json              optional, as published: [{"key": ..., "path": "<clip>.torch", "frame": N, ...}]
+    captions.json               optional, as published ({split}_captions/<key>/captions.json): {"0": caption, "60": ...}
 ```
+A clip's caption in the dataset's ``captions.json`` takes precedence over its own per-frame captions.
 A ``.txt`` pose file is RealEstate10K's own (a URL line, then ``timestamp fx fy cx cy k1 k2 w2c[12]`` rows);
 a ``.torch`` file holds ``{"cameras": [N, 18]}`` (the same rows without the timestamp). Both are read by
 ``CameraTrajectory.load`` (the ``.torch`` file without unpickling code).
@@ -65,13 +67,15 @@ class RealEstate10KDataset(CameraClipDataset):
         if len(camera) != len(rgb):
             raise ValueError(f"clip {name!r}: {pose_path.name} has {len(camera)} pose rows but {rgb_path.name} has "
                              f"{len(rgb)} frames")
+        prompt, frame_captions = self.clip_captions(name)
         clip = ClipFiles(
             name=name,
             rgb=rgb,
             depth=FrameSource(depth_path),
             camera=camera,
             frame_ids=np.arange(len(camera)),
-            prompt=self.captions.get(name, ""),
+            prompt=prompt,
+            frame_captions=frame_captions,
         )
         check_frame_counts(clip)
         return clip

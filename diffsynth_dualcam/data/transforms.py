@@ -11,17 +11,23 @@ from ..camera import CameraTrajectory
 MIRROR_X = np.diag([-1.0, 1.0, 1.0, 1.0])
 
 
-def sample_clip_indices(num_available: int, num_frames: int, stride: int, rng: np.random.Generator) -> np.ndarray:
+def sample_clip_indices(num_available: int, num_frames: int, stride: int, rng: np.random.Generator,
+                        min_stride: int = 1) -> np.ndarray:
     """Indices of ``num_frames`` frames ``stride`` apart at a random start.
 
-    The stride is lowered to the largest one that fits when the source is too short for it.
+    The stride is lowered to the largest one that fits when the source is too short for it, but never below
+    ``min_stride``: a source too short for ``min_stride`` raises ValueError.
     """
     if num_frames < 1 or (num_frames - 1) % 4 != 0:
         raise ValueError(f"num_frames must be 4k+1 (1, 5, 9, ...), got {num_frames}")
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
-    if num_available < num_frames:
-        raise ValueError(f"needs at least {num_frames} frames, has {num_available}")
+    if not 1 <= min_stride <= stride:
+        raise ValueError(f"min_stride must be between 1 and stride={stride}, got {min_stride}")
+    needed = (num_frames - 1) * min_stride + 1
+    if num_available < needed:
+        at_stride = f" ({num_frames} frames at stride >= {min_stride})" if min_stride > 1 else ""
+        raise ValueError(f"needs at least {needed} frames, has {num_available}{at_stride}")
     if num_frames > 1:
         stride = min(stride, (num_available - 1) // (num_frames - 1))
     span = (num_frames - 1) * stride + 1

@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="report.json to write; the per-clip CSV goes beside it, plots into <name>_plots/")
     parser.add_argument("--trials", type=int, default=3, help="SfM trials per clip, averaged (default 3)")
     parser.add_argument("--normalization", choices=NORMALIZATIONS, default="max",
-                        help="translation scale normalisation: 'max' (CamI2V) or 'sim3' (Umeyama); default max")
+                        help="'max': each trajectory's t divided by its own max norm (CamI2V); 'sim3': estimated "
+                             "poses aligned by the Umeyama similarity of the centres, orientations included (evo); "
+                             "default max")
     parser.add_argument("--mapper", choices=MAPPERS, default=DEFAULT_MAPPER,
                         help=f"first SfM mapper to try (default {DEFAULT_MAPPER}); the other one is a retry")
     parser.add_argument("--fov", type=float, default=None,

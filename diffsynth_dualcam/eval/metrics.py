@@ -5,43 +5,62 @@ axes), so frame 0 is the identity in both. The translation compared is the camer
 column: where camera i sits in the coordinates of camera 0).
 
 * RotErr: sum over frames of the geodesic angle of ``R_ref^T R_est`` (radians; degrees reported too).
-* TransErr: sum over frames of ``||t_ref - t_est||`` after scale normalisation.
-* CamMC: sum over frames of the Frobenius norm of ``[R_ref | t_ref] - [R_est | t_est]`` (3x4), with the normalised
-  translations.
+* TransErr: sum over frames of ``||t_ref - t_est||`` after normalisation.
+* CamMC: sum over frames of the Frobenius norm of ``[R_ref | t_ref] - [R_est | t_est]`` (3x4), after normalisation.
 
-Scale normalisation (SfM recovers poses only up to scale):
+Normalisation (structure from motion recovers poses only up to a similarity):
 
-* ``"max"`` (CamI2V convention): each trajectory's translations are divided by its own largest ``||t||``; a
-  trajectory without any translation is left as it is.
-* ``"sim3"``: the estimated camera centres are mapped onto the reference ones by the least-squares similarity
-  (rotation, translation and scale) of Umeyama (1991); the reference keeps its own units. Orientations are compared
-  as relative rotations, untouched by the alignment, so RotErr is the same under both normalisations.
+* ``"max"`` (CamI2V convention): each trajectory's translations are divided by its own ``max ||t|| + 1e-9``
+  (CamI2V's epsilon, in the trajectory's units, so a trajectory that does not move stays at zero). Rotations are
+  compared as they are, relative to frame 0.
+* ``"sim3"`` (the alignment of evo's ``align(correct_scale=True)``): the similarity ``x -> s R x + T`` fitted by
+  Umeyama's least squares (1991) from the estimated to the reference camera centres is applied to the whole
+  estimated poses, orientations included: ``R_est -> R R_est``, ``t_est -> s R t_est + T``. The reference keeps its
+  units. Umeyama's rotation is unique only when the centres' cross-covariance has rank >= 2. Below that (centres
+  coincident, as on a pure pan, or collinear, as on a straight truck or dolly, where evo refuses to align) the
+  least-squares rotation that turns by the smallest angle is used: none at rank 0, at rank 1 the smallest turn of
+  the estimated path's direction onto the reference's. The scale is then least-squares for that rotation (1 when
+  the estimate does not move), and the result reports ``alignment["degenerate"]``. Since the alignment may turn the
+  estimate, an estimate moving the wrong way shows in RotErr under "sim3" but in TransErr under "max".
 """
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 
 Normalization = Literal["max", "sim3"]
 NORMALIZATIONS: tuple[str, ...] = ("max", "sim3")
 
-# Below this length a translation counts as zero (no camera motion to normalise by).
-_ZERO_MOTION = 1e-12
+#: Added to the largest ||t|| before dividing by it under "max", as CamI2V does.
+MAX_NORM_EPS = 1e-9
+# Camera centres whose RMS spread is below this (in their own units) count as one point: no motion to align.
+_NO_SPREAD = 1e-9
+# Umeyama's rotation is unique when the cross-covariance has rank >= 2. Its singular values are bounded by
+# sqrt(var_source * var_target); a second one below this fraction of that bound counts as rank < 2, well above the
+# rounding noise of an exactly collinear path (~1e-16) and well below the spread of any curved one.
+_RANK_TOLERANCE = 1e-6
+
+_COMMON = (
+    "poses relative to frame 0 (c2w_rel = inv(c2w_0) @ c2w_i, OpenCV axes); t = camera centre of c2w_rel; "
+)
+_DEFINITIONS = (
+    "RotErr = sum_i angle(R_ref^T R_est) [rad]; TransErr = sum_i ||t_ref - t_est||; "
+    "CamMC = sum_i ||[R|t]_ref - [R|t]_est||_F; *_mean = sum / frames (frame 0 included)"
+)
 
 #: The sentence stating each convention, repeated in every output.
 CONVENTIONS: dict[str, str] = {
-    "max": (
-        "poses relative to frame 0 (c2w_rel = inv(c2w_0) @ c2w_i, OpenCV axes); t = camera centre of c2w_rel; "
-        "each trajectory's t divided by its own max ||t|| (CamI2V); RotErr = sum_i angle(R_ref^T R_est) [rad]; "
-        "TransErr = sum_i ||t_ref - t_est||; CamMC = sum_i ||[R|t]_ref - [R|t]_est||_F; *_mean = sum / frames"
-    ),
-    "sim3": (
-        "poses relative to frame 0 (c2w_rel = inv(c2w_0) @ c2w_i, OpenCV axes); t = camera centre of c2w_rel; "
-        "estimated t mapped onto the reference t by the Umeyama least-squares similarity (reference units); "
-        "rotations compared relative to frame 0, not re-aligned; RotErr = sum_i angle(R_ref^T R_est) [rad]; "
-        "TransErr = sum_i ||t_ref - t_est||; CamMC = sum_i ||[R|t]_ref - [R|t]_est||_F; *_mean = sum / frames"
-    ),
+    "max": _COMMON + (
+        "each trajectory's t divided by its own max ||t|| + 1e-9 (CamI2V); rotations not aligned; "
+    ) + _DEFINITIONS,
+    "sim3": _COMMON + (
+        "estimated poses mapped by the Sim(3) x -> s R x + T fitted by Umeyama least squares from the estimated to "
+        "the reference centres, orientations included (R_est -> R R_est, t_est -> s R t_est + T; as evo "
+        "align(correct_scale=True); reference units); where the centres do not fix R (coincident or collinear, "
+        "cross-covariance rank < 2) the least-squares R of smallest angle (I at rank 0), with s least-squares "
+        "for it (1 if the estimate does not move); "
+    ) + _DEFINITIONS,
 }
 
 
@@ -49,6 +68,16 @@ class HasPoses(Protocol):
     """Anything with camera-to-world matrices ``c2w`` [F, 4, 4], such as ``CameraTrajectory``."""
 
     c2w: np.ndarray
+
+
+class Similarity(NamedTuple):
+    """``target ~ scale * rotation @ source + translation``; ``degenerate`` when the points did not determine the
+    rotation (see ``umeyama_similarity``)."""
+
+    rotation: np.ndarray
+    translation: np.ndarray
+    scale: float
+    degenerate: bool
 
 
 def relative_to_first(c2w: np.ndarray) -> np.ndarray:
@@ -75,31 +104,57 @@ def rotation_angles(rotations_a: np.ndarray, rotations_b: np.ndarray) -> np.ndar
     return np.arctan2(sine, cosine)
 
 
-def umeyama_similarity(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def smallest_rotation(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The rotation by the smallest angle that turns unit vector ``source`` into unit vector ``target`` [3].
+
+    For opposite vectors every half turn about a perpendicular axis qualifies; the axis taken is perpendicular to
+    ``source`` and to the coordinate axis least aligned with it.
+    """
+    cosine = float(source @ target)
+    if cosine < -1.0 + 1e-9:
+        helper = np.eye(3)[np.argmin(np.abs(source))]
+        axis = np.cross(source, helper)
+        axis /= np.linalg.norm(axis)
+        return 2.0 * np.outer(axis, axis) - np.eye(3)
+    x, y, z = np.cross(source, target)
+    skew = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+    return np.eye(3) + skew + skew @ skew / (1.0 + cosine)
+
+
+def umeyama_similarity(source: np.ndarray, target: np.ndarray) -> Similarity:
     """Least-squares similarity ``target ~ scale * rotation @ source + translation`` between point sets [N, 3].
 
-    Umeyama (1991), eqs. 34-43, with the reflection fix. Point sets without spread (all points equal) get the
-    identity rotation and unit scale, with the translation between the centroids.
+    Umeyama (1991), eqs. 34-43, with the reflection fix. The rotation is unique when the cross-covariance has rank
+    >= 2. Below that (either set without spread or collinear, or two uncorrelated sets) many rotations are optimal,
+    all leaving the same residual, and the one with the smallest angle is taken: the identity at rank 0; at rank 1
+    the smallest rotation that turns the covariance's leading source direction (the direction along which the
+    source moves with the target) into its leading target direction. The scale is then the least-squares one for
+    that rotation (1 when ``source`` has no spread, since any scale fits), and ``degenerate`` is True.
     """
     source_mean, target_mean = source.mean(axis=0), target.mean(axis=0)
     source_centered, target_centered = source - source_mean, target - target_mean
-    source_variance = np.mean(np.sum(source_centered**2, axis=1))
-    if source_variance < _ZERO_MOTION**2:
-        return np.eye(3), target_mean - source_mean, 1.0
+    source_variance = float(np.mean(np.sum(source_centered**2, axis=1)))
+    target_variance = float(np.mean(np.sum(target_centered**2, axis=1)))
     covariance = target_centered.T @ source_centered / len(source)
     u, singular_values, vt = np.linalg.svd(covariance)
-    sign = np.eye(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[2, 2] = -1.0
-    rotation = u @ sign @ vt
-    scale = float(np.trace(np.diag(singular_values) @ sign) / source_variance)
-    translation = target_mean - scale * rotation @ source_mean
-    return rotation, translation, scale
-
-
-def _divide_by_max_norm(translations: np.ndarray) -> np.ndarray:
-    largest = np.linalg.norm(translations, axis=1).max()
-    return translations / largest if largest > _ZERO_MOTION else translations
+    if min(source_variance, target_variance) <= _NO_SPREAD**2:
+        rank = 0
+    else:
+        bound = np.sqrt(source_variance * target_variance)
+        rank = int(np.count_nonzero(singular_values > _RANK_TOLERANCE * bound))
+    if rank >= 2:
+        sign = np.eye(3)
+        if np.linalg.det(u) * np.linalg.det(vt) < 0:
+            sign[2, 2] = -1.0
+        rotation = u @ sign @ vt
+        scale = float(np.trace(np.diag(singular_values) @ sign) / source_variance)
+    else:
+        rotation = smallest_rotation(vt[0], u[:, 0]) if rank == 1 else np.eye(3)
+        if source_variance <= _NO_SPREAD**2:
+            scale = 1.0
+        else:
+            scale = max(0.0, float(np.trace(rotation.T @ covariance))) / source_variance
+    return Similarity(rotation, target_mean - scale * rotation @ source_mean, scale, rank < 2)
 
 
 def _check_poses(c2w: np.ndarray, name: str) -> np.ndarray:
@@ -111,11 +166,27 @@ def _check_poses(c2w: np.ndarray, name: str) -> np.ndarray:
     return c2w
 
 
+def _alignment_summary(similarity: Similarity) -> dict:
+    angle = float(np.degrees(rotation_angles(np.eye(3), similarity.rotation)))
+    return {
+        "scale": similarity.scale,
+        "rotation_deg": angle,
+        "rotation": similarity.rotation.tolist(),
+        "translation": similarity.translation.tolist(),
+        "degenerate": similarity.degenerate,
+    }
+
+
 def pose_errors(
     reference_c2w: np.ndarray, estimated_c2w: np.ndarray, normalization: Normalization = "max"
-) -> dict[str, np.ndarray]:
-    """Per-frame errors between two camera-to-world sequences [F, 4, 4]: ``rot_err`` (radians), ``trans_err``,
-    ``cammc``, each an array [F], plus the normalised translations ``reference_t`` and ``estimated_t`` [F, 3]."""
+) -> dict:
+    """Per-frame errors between two camera-to-world sequences [F, 4, 4] (see the module docstring).
+
+    Returns ``rot_err`` (radians), ``trans_err`` and ``cammc``, each an array [F]; ``reference_c2w`` and
+    ``estimated_c2w`` [F, 4, 4], the poses as compared (relative to frame 0, normalised or aligned); and
+    ``alignment``, a JSON-ready dict: the divisors ``reference_scale`` and ``estimated_scale`` under "max", the
+    similarity (``scale``, ``rotation_deg``, ``rotation``, ``translation``, ``degenerate``) under "sim3".
+    """
     reference_c2w = _check_poses(reference_c2w, "reference")
     estimated_c2w = _check_poses(estimated_c2w, "estimated")
     if len(reference_c2w) != len(estimated_c2w):
@@ -127,21 +198,25 @@ def pose_errors(
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     reference = relative_to_first(reference_c2w)
     estimated = relative_to_first(estimated_c2w)
-    reference_t, estimated_t = reference[:, :3, 3], estimated[:, :3, 3]
     if normalization == "max":
-        reference_t, estimated_t = _divide_by_max_norm(reference_t), _divide_by_max_norm(estimated_t)
+        reference_scale = float(np.linalg.norm(reference[:, :3, 3], axis=1).max()) + MAX_NORM_EPS
+        estimated_scale = float(np.linalg.norm(estimated[:, :3, 3], axis=1).max()) + MAX_NORM_EPS
+        reference[:, :3, 3] /= reference_scale
+        estimated[:, :3, 3] /= estimated_scale
+        alignment = {"reference_scale": reference_scale, "estimated_scale": estimated_scale}
     else:
-        rotation, translation, scale = umeyama_similarity(estimated_t, reference_t)
-        estimated_t = scale * estimated_t @ rotation.T + translation
-    reference_rotations, estimated_rotations = reference[:, :3, :3], estimated[:, :3, :3]
-    reference_rt = np.concatenate([reference_rotations, reference_t[:, :, None]], axis=2)
-    estimated_rt = np.concatenate([estimated_rotations, estimated_t[:, :, None]], axis=2)
+        similarity = umeyama_similarity(estimated[:, :3, 3], reference[:, :3, 3])
+        estimated[:, :3, :3] = similarity.rotation @ estimated[:, :3, :3]
+        estimated[:, :3, 3] = similarity.scale * estimated[:, :3, 3] @ similarity.rotation.T + similarity.translation
+        alignment = _alignment_summary(similarity)
+    difference = (reference[:, :3, :4] - estimated[:, :3, :4]).reshape(len(reference), -1)
     return {
-        "rot_err": rotation_angles(reference_rotations, estimated_rotations),
-        "trans_err": np.linalg.norm(reference_t - estimated_t, axis=1),
-        "cammc": np.linalg.norm((reference_rt - estimated_rt).reshape(len(reference_rt), -1), axis=1),
-        "reference_t": reference_t,
-        "estimated_t": estimated_t,
+        "rot_err": rotation_angles(reference[:, :3, :3], estimated[:, :3, :3]),
+        "trans_err": np.linalg.norm(reference[:, :3, 3] - estimated[:, :3, 3], axis=1),
+        "cammc": np.linalg.norm(difference, axis=1),
+        "reference_c2w": reference,
+        "estimated_c2w": estimated,
+        "alignment": alignment,
     }
 
 
@@ -150,8 +225,9 @@ def camera_errors(reference: HasPoses, estimated: HasPoses, normalization: Norma
 
     Returns a JSON-ready dict: ``rot_err`` (radians, summed), ``rot_err_deg`` (summed), ``trans_err``, ``cammc``
     (summed), the per-frame means ``rot_err_mean``, ``rot_err_deg_mean``, ``trans_err_mean``, ``cammc_mean``,
-    ``num_frames``, ``normalization``, ``convention`` (a sentence stating all of the above) and ``per_frame``
-    (lists of the per-frame ``rot_err_deg``, ``trans_err`` and ``cammc``).
+    ``num_frames``, ``normalization``, ``convention`` (a sentence stating all of the above), ``alignment`` (what
+    the normalisation did, see ``pose_errors``) and ``per_frame`` (lists of the per-frame ``rot_err_deg``,
+    ``trans_err`` and ``cammc``).
     """
     for name, trajectory in (("reference", reference), ("estimated", estimated)):
         if not hasattr(trajectory, "c2w"):
@@ -171,6 +247,7 @@ def camera_errors(reference: HasPoses, estimated: HasPoses, normalization: Norma
         num_frames=num_frames,
         normalization=normalization,
         convention=CONVENTIONS[normalization],
+        alignment=errors["alignment"],
         per_frame={
             "rot_err_deg": rot_err_deg.tolist(),
             "trans_err": errors["trans_err"].tolist(),

@@ -1,9 +1,10 @@
 """Optional image and video quality metrics: FID and FVD through ``torchmetrics``, CLIP score through ``transformers``.
 
-``torchmetrics`` is an optional extra: ``pip install torchmetrics`` (plus ``torch-fidelity`` for the standard
-Inception features of FID). Model weights are the caller's: FID downloads torch-fidelity's Inception on first use
-unless a feature module is given, FVD takes any video feature extractor (for example an I3D network) as a module,
-and CLIP score loads a Hugging Face CLIP by name or from a local folder.
+``torchmetrics`` comes with the project's optional ``metrics`` extra, ``pip install -e ".[metrics]"``
+(``torchmetrics[image]``, which also brings ``torch-fidelity`` for the standard Inception features of FID). Model
+weights are the caller's: FID downloads torch-fidelity's Inception on first use unless a feature module is given,
+FVD takes any video feature extractor (for example an I3D network) as a module, and CLIP score loads a Hugging
+Face CLIP by name or from a local folder.
 
 Inputs are uint8 arrays as the pipeline saves them: frames [N, H, W, 3], videos [N, T, H, W, 3].
 """
@@ -16,7 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-_INSTALL_HINT = "optional quality metrics need torchmetrics: pip install torchmetrics torch-fidelity"
+_INSTALL_HINT = (
+    "optional quality metrics need torchmetrics: install the metrics extra, pip install -e \".[metrics]\" "
+    "(torchmetrics[image], with torch-fidelity)"
+)
 
 
 def _metric_class(module: str, name: str) -> type:

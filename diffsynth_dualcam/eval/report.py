@@ -173,8 +173,8 @@ def evaluate_clip(
 
     A trial fails when SfM gives up or registers less than ``settings.min_registered`` of the frames; metrics of the
     others are computed on their registered frames (relative to the first registered one) and averaged, with their
-    median over trials in ``trial_median``. Returns the clip's JSON record; with ``plot_path``, also plots the trial
-    with the median RotErr.
+    median over trials in ``trial_median``; each trial also records the normalisation's ``alignment``. Returns the
+    clip's JSON record; with ``plot_path``, also plots the trial with the median RotErr.
     """
     source, requested, reference = prepare_clip(pair, settings)
     indices = _frame_indices(len(source), settings)
@@ -206,7 +206,7 @@ def evaluate_clip(
             else:
                 matched = CameraTrajectory(reference.c2w[registered], reference.intrinsics[registered])
                 errors = camera_errors(matched, estimate, settings.normalization)
-                record.update(failed=False, **{key: errors[key] for key in METRIC_KEYS})
+                record.update(failed=False, alignment=errors["alignment"], **{key: errors[key] for key in METRIC_KEYS})
                 scored.append((errors["rot_err"], matched, estimate))
         trials.append(record)
         if progress is not None:

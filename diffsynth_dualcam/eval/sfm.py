@@ -4,7 +4,8 @@ Frames are written to a temporary folder, SIFT features go to a temporary databa
 sequentially (or exhaustively), and a global or incremental mapper reconstructs the scene with one PINHOLE camera
 fixed to the known intrinsics. When a pass leaves frames unregistered, further passes retry with other settings
 (the other mapper, exhaustive matching, then more features); the pass registering the most frames wins.
-COLMAP's ``cam_from_world`` (world-to-camera) is inverted to camera-to-world, OpenCV axes.
+COLMAP's ``cam_from_world`` (world-to-camera) is inverted to camera-to-world, OpenCV axes, and each frame's
+intrinsics are read back from its camera in the reconstruction (so a refinement would show).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -96,6 +97,15 @@ class EstimatedTrajectory(CameraTrajectory):
         return len(self.registered_frames) / self.num_input_frames
 
 
+class _Reconstruction(NamedTuple):
+    """What one pass recovered for each registered frame index: camera-to-world pose [4, 4] and the normalised
+    (fx, fy, cx, cy) of its camera as the reconstruction holds it; and the number of triangulated points."""
+
+    poses: dict[int, np.ndarray]
+    intrinsics: dict[int, np.ndarray]
+    num_points3d: int
+
+
 def retry_schedule(mapper: Mapper) -> list[SfmSettings]:
     """The passes tried in order: the chosen mapper first, then the other mapper, exhaustive matching, and finally
     exhaustive matching of more (and weaker) features."""
@@ -153,9 +163,10 @@ def estimate_trajectory(
 ) -> EstimatedTrajectory:
     """Camera trajectory of ``frames`` by structure from motion with fixed pinhole ``intrinsics``.
 
-    Returns one camera-to-world pose (OpenCV axes, arbitrary world frame and scale) per registered frame. Frames
-    that stay unregistered are left out, listed in ``unregistered_frames`` of the result and reported by an
-    ``UnregisteredFramesWarning``.
+    Returns one camera-to-world pose (OpenCV axes, arbitrary world frame and scale) per registered frame, with the
+    normalised intrinsics of its camera in the reconstruction. Frames that stay unregistered are left out, listed
+    in ``unregistered_frames`` of the result and reported by an ``UnregisteredFramesWarning`` that also names what
+    each pass registered.
 
     Args:
         frames: list of PIL images or uint8 [F, H, W, 3], in temporal order.
@@ -173,7 +184,7 @@ def estimate_trajectory(
     schedule = retry_schedule(mapper) if retries else retry_schedule(mapper)[:1]
     if seed is None:
         seed = int(np.random.default_rng().integers(0, 2**31 - 1))
-    best: tuple[dict[int, np.ndarray], int, SfmSettings] | None = None
+    best: tuple[_Reconstruction, SfmSettings] | None = None
     attempts: list[tuple[str, int]] = []
     with tempfile.TemporaryDirectory(prefix="dualcam_sfm_") as work_dir, _quiet_colmap():
         image_dir = Path(work_dir) / "images"
@@ -182,37 +193,37 @@ def estimate_trajectory(
             # BMP, not PNG: the pycolmap wheel bundles its own zlib, which clashes with Pillow's (docs/evaluation.md).
             Image.fromarray(frame).save(image_dir / f"{index:06d}.bmp")
         for attempt, settings in enumerate(schedule):
-            poses, num_points = _run_pass(
-                Path(work_dir), attempt, settings, array.shape[1:3], camera, num_threads, seed
-            )
-            attempts.append((settings.describe(), len(poses)))
-            logger.info("SfM pass %d (%s): %d/%d frames", attempt, settings.describe(), len(poses), len(array))
-            if best is None or len(poses) > len(best[0]):
-                best = (poses, num_points, settings)
-            if len(poses) == len(array):
+            result = _run_pass(Path(work_dir), attempt, settings, array.shape[1:3], camera, num_threads, seed)
+            attempts.append((settings.describe(), len(result.poses)))
+            logger.info("SfM pass %d (%s): %d/%d frames", attempt, settings.describe(), len(result.poses), len(array))
+            if best is None or len(result.poses) > len(best[0].poses):
+                best = (result, settings)
+            if len(result.poses) == len(array):
                 break
-    poses, num_points, settings = best
-    if len(poses) < 2:
+    result, settings = best
+    passes = "; ".join(f"{name}: {count}" for name, count in attempts)
+    if len(result.poses) < 2:
         raise PoseEstimationError(
-            f"structure from motion registered {len(poses)} of {len(array)} frames after {len(attempts)} passes "
-            f"({'; '.join(f'{name}: {count}' for name, count in attempts)})"
+            f"structure from motion registered {len(result.poses)} of {len(array)} frames after {len(attempts)} "
+            f"passes ({passes})"
         )
-    registered = sorted(poses)
+    registered = sorted(result.poses)
     height, width = array.shape[1:3]
     trajectory = EstimatedTrajectory(
-        np.stack([poses[index] for index in registered]),
-        np.tile(camera, (len(registered), 1)),
+        np.stack([result.poses[index] for index in registered]),
+        np.stack([result.intrinsics[index] for index in registered]),
         source_size=(width, height),
         registered_frames=registered,
         num_input_frames=len(array),
         settings=settings,
         attempts=attempts,
-        num_points3d=num_points,
+        num_points3d=result.num_points3d,
     )
     if trajectory.unregistered_frames:
         warnings.warn(
             f"{len(trajectory.unregistered_frames)} of {len(array)} frames could not be registered and are left out "
-            f"of the trajectory: {trajectory.unregistered_frames}",
+            f"of the trajectory: {trajectory.unregistered_frames} (frames registered per pass: {passes}; kept: "
+            f"{settings.describe()})",
             UnregisteredFramesWarning,
             stacklevel=2,
         )
@@ -240,8 +251,8 @@ def _run_pass(
     camera: np.ndarray,
     num_threads: int,
     seed: int,
-) -> tuple[dict[int, np.ndarray], int]:
-    """One feature/matching/mapping pass; returns {frame index: c2w [4,4]} of the largest model and its points."""
+) -> _Reconstruction:
+    """One feature/matching/mapping pass; returns what the largest model holds."""
     import pycolmap
 
     pycolmap.set_random_seed(seed)
@@ -308,13 +319,18 @@ def _run_pass(
         reconstructions = pycolmap.global_mapping(database_path, work_dir / "images", output_path, options)
 
     if not reconstructions:
-        return {}, 0
+        return _Reconstruction({}, {}, 0)
     reconstruction = max(reconstructions.values(), key=lambda model: model.num_reg_images())
-    poses = {}
+    poses, intrinsics = {}, {}
     for image in reconstruction.images.values():
         if not image.has_pose:
             continue
+        index = int(Path(image.name).stem)
         world_to_camera = np.eye(4)
         world_to_camera[:3] = image.cam_from_world().matrix()
-        poses[int(Path(image.name).stem)] = np.linalg.inv(world_to_camera)
-    return poses, reconstruction.num_points3D()
+        poses[index] = np.linalg.inv(world_to_camera)
+        model_camera = reconstruction.cameras[image.camera_id]
+        width, height = model_camera.width, model_camera.height
+        # PINHOLE parameters fx, fy, cx, cy in pixels, as bundle adjustment left them.
+        intrinsics[index] = np.asarray(model_camera.params, dtype=np.float64) / [width, height, width, height]
+    return _Reconstruction(poses, intrinsics, reconstruction.num_points3D())

@@ -5,7 +5,9 @@ Each object is one clip: ``name`` (its output folder under ``--out``) plus any p
 ``dualcam generate`` under its long name (``image``, ``depth``, ``t2v``, ``trajectory`` or ``preset``, ``speed``,
 ``source_size``, ``prompt``, ``negative_prompt``, ``size``, ``frames``, ``steps``, ``cfg``, ``seed``, ``fps``,
 ``step_cache``). Sizes are ``"WxH"`` strings or ``[W, H]`` pairs; relative paths are relative to the batch file.
-Model options (``--tiny``, ``--checkpoint``, ``--device``, ...) come from the command line and are shared.
+The command line's options are defaults for every clip: ``--trajectory`` or ``--preset`` there is the camera of
+the clips that name neither (a clip's own ``trajectory`` or ``preset`` replaces it). Model options (``--tiny``,
+``--checkpoint``, ``--device``, ...) come from the command line and are shared.
 
 Under ``torchrun --nproc_per_node N`` process ``RANK`` takes clips ``RANK, RANK + N, ...`` and its GPU
 ``LOCAL_RANK``; the processes need no communication. Clips whose folder already holds a ``params.json`` (written
@@ -152,6 +154,10 @@ def run_batch(args: argparse.Namespace) -> int:
             continue
         try:
             clip_args = parser.parse_args([*job_arguments(job), "--out", str(out_dir)])
+            if job.get("trajectory") is not None:  # a clip's own camera replaces the command line's
+                clip_args.preset = None
+            elif job.get("preset") is not None:
+                clip_args.trajectory = None
             clips.append((job["name"], clip_args, generate_cli.prepare_clip(clip_args)))
         except (ValueError, FileNotFoundError) as error:
             raise type(error)(f"clip {job['name']!r}: {error}") from None

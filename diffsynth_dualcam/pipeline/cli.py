@@ -13,13 +13,14 @@ from PIL import Image, UnidentifiedImageError
 from ..camera import CameraTrajectory
 from ..depth import DEFAULT_DEPTH_MODEL, DepthEstimator
 from .dualcam import DualCamCtrlPipeline, local_official_dit, official_model_configs
-from .inputs import check_num_frames, check_size, prepare_trajectory
+from .inputs import EIGHT_BIT_MODES, check_num_frames, check_size, prepare_trajectory
 from .output import DualCamCtrlOutput
 
 #: (width, height), frames, steps used when a value is not given: the official model's, and the tiny model's
 #: (small enough for a CPU).
 OFFICIAL_DEFAULTS = {"size": (720, 480), "frames": 61, "steps": 50}
 TINY_DEFAULTS = {"size": (96, 64), "frames": 9, "steps": 3}
+#: ``params.json``'s ``models`` entry of runs on the tiny pipeline.
 TINY_NOTICE = """\
 =====================================================================================================
  NOTICE: {reason}
@@ -59,15 +60,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="8-bit grayscale disparity map of the first frame, near = bright (default: estimated "
                              "with --depth-model)")
     inputs.add_argument("--t2v", action="store_true", help="text-to-video: no --image / --depth")
-    camera = inputs.add_mutually_exclusive_group(required=True)
+    camera = inputs.add_mutually_exclusive_group()
     camera.add_argument("--trajectory", type=Path,
                         help="camera path: any format `dualcam trajectory show` reads (json, RealEstate10K .txt, "
-                             "demo .torch, COLMAP model folder, transforms.json)")
+                             "demo .torch, COLMAP model folder, transforms.json); this or --preset is required")
     camera.add_argument("--preset", choices=CameraTrajectory.preset_names(),
                         help="a named camera move (combine moves with `dualcam trajectory preset a+b`)")
-    camera.add_argument("--batch-file", type=Path,
+    inputs.add_argument("--batch-file", type=Path,
                         help="many clips, one JSON object per line (see diffsynth_dualcam.parallel.batch); under "
-                             "torchrun each process generates its share; other options are defaults for every clip")
+                             "torchrun each process generates its share; other options are defaults for every clip "
+                             "(--trajectory / --preset: the camera of the clips that give none)")
     inputs.add_argument("--speed", type=float, default=1.0, help="motion per frame of --preset (default 1.0)")
     inputs.add_argument("--source-size", type=parse_size, metavar="WxH",
                         help="image size the trajectory's intrinsics describe, if its file does not say "
@@ -152,19 +154,52 @@ def resolve_setup(args: argparse.Namespace) -> GenerationSetup:
         raise ValueError(f"--speed must be a positive number, got {args.speed}")
     if args.checkpoint is not None and not args.checkpoint.is_file():
         raise FileNotFoundError(f"--checkpoint: no such file: {args.checkpoint}")
+    check_out_dir(args.out)
+    check_device(args.device)
     return setup
 
 
+def check_out_dir(out: Path) -> None:
+    """A ValueError unless ``--out`` is a folder or can become one (its nearest existing ancestor is a folder)."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        where = "is a file" if existing == out else f"is inside {existing}, which is a file"
+        raise ValueError(f"--out must be a folder, {out} {where}")
+
+
+def check_device(text: str) -> None:
+    """A ValueError unless ``--device`` names a torch device that is present (cpu, cuda, cuda:1, mps, ...)."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device: {text!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cpu":
+        return
+    module = getattr(torch, device.type, None)
+    if not (hasattr(module, "is_available") and module.is_available()):
+        raise ValueError(f"--device {text}: no {device.type} device is available on this machine (try --device cpu)")
+    count = module.device_count() if hasattr(module, "device_count") else None
+    if device.index is not None and count is not None and device.index >= count:
+        raise ValueError(f"--device {text}: this machine has {count} {device.type} device(s), numbered from 0")
+
+
 def load_image(option: str, path: Path) -> Image.Image:
-    """An image file, fully read, or an error naming the option."""
+    """An 8-bit image file (the modes the pipeline takes), fully read, or an error naming the option."""
     if not path.is_file():
         raise FileNotFoundError(f"{option}: no such file: {path}")
     try:
         with Image.open(path) as image:
             image.load()
-            return image
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"{option}: cannot read {path} as an image ({error})") from None
+    if image.mode not in EIGHT_BIT_MODES:
+        hint = "; a depth map must be 8-bit grayscale disparity (near = bright)" if option == "--depth" else ""
+        raise ValueError(
+            f"{option}: {path} has PIL mode {image.mode!r}, expected an 8-bit image (one of {EIGHT_BIT_MODES}){hint}"
+        )
+    return image
 
 
 def load_inputs(
@@ -182,6 +217,9 @@ def load_inputs(
         depth = None if args.depth is None else load_image("--depth", args.depth)
     if args.trajectory is not None:
         trajectory = CameraTrajectory.load(args.trajectory)
+    elif args.preset is None:
+        raise ValueError("a camera is required: --trajectory FILE or --preset NAME (for a batch clip: its own "
+                         "'trajectory' or 'preset', else the command line's)")
     else:
         trajectory = CameraTrajectory.preset(args.preset, num_frames=frames, speed=args.speed)
     if args.source_size is not None:
@@ -192,9 +230,9 @@ def load_inputs(
 def build_pipeline(args: argparse.Namespace, setup: GenerationSetup) -> DualCamCtrlPipeline:
     """The tiny pipeline, or the official setup (``--checkpoint`` replacing the DiT) on ``--device``."""
     if setup.tiny:
+        print(TINY_NOTICE.format(reason=setup.reason, checkpoint_dir=args.checkpoint_dir), file=sys.stderr)
         from ..testing import tiny_pipeline
 
-        print(TINY_NOTICE.format(reason=setup.reason, checkpoint_dir=args.checkpoint_dir), file=sys.stderr)
         return tiny_pipeline(device=args.device)
     torch_dtype = torch.bfloat16 if args.device != "cpu" else torch.float32
     offload = {}
@@ -257,13 +295,11 @@ def generate_clip(
 ) -> DualCamCtrlOutput:
     """Generate one prepared clip."""
     width, height = setup.size
-    output = pipe(
+    return pipe(
         prompt=args.prompt, negative_prompt=args.negative_prompt, input_image=image, input_depth=depth,
         camera=trajectory, height=height, width=width, num_frames=setup.frames, num_inference_steps=setup.steps,
         cfg_scale=args.cfg, seed=args.seed, t2v=args.t2v, step_cache_threshold=args.step_cache,
     )
-    output.params["model"] = "tiny-random" if setup.tiny else str(args.checkpoint or args.checkpoint_dir)
-    return output
 
 
 def run(args: argparse.Namespace) -> int:

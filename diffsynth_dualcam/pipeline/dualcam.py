@@ -1,6 +1,7 @@
 """``DualCamCtrlPipeline``: camera-controlled image-to-video (or text-to-video) with a co-generated depth video."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from collections.abc import Callable
@@ -37,6 +38,13 @@ BASE_MODEL_FILES = {
 }
 TOKENIZER_FILES = "google/umt5-xxl/"
 TOKENIZER_LENGTH = 512
+#: Names of the base model files in error messages.
+BASE_MODEL_LABELS = {
+    BASE_MODEL_FILES["text_encoder"]: "text encoder (umT5)", BASE_MODEL_FILES["vae"]: "VAE",
+    BASE_MODEL_FILES["image_encoder"]: "image encoder (CLIP)", TOKENIZER_FILES: "tokenizer (umT5)",
+}
+#: ``params.json``'s ``models`` entry of a pipeline whose models were not loaded by ``from_pretrained``.
+DIRECT_MODEL_SOURCE = "models set on the pipeline directly (not loaded from files by from_pretrained)"
 #: DiffSynth model names under which ``ModelPool`` files each component.
 MODEL_NAMES = {
     "dit": "dualcamctrl_dit",
@@ -73,6 +81,37 @@ def official_model_configs(
     return configs
 
 
+def locate_model_files(config: ModelConfig) -> str | None:
+    """Set ``config.path`` to its local file(s), downloading them if DiffSynth's downloader is to; None when they
+    exist, else what is missing and where it was looked for."""
+    config.download_if_necessary()
+    paths = config.path if isinstance(config.path, list) else [config.path]
+    if paths and all(os.path.exists(path) for path in paths):
+        return None
+    if config.model_id is None:
+        missing = [path for path in paths if not os.path.exists(path)]
+        return str(missing[0]) if missing else "ModelConfig(path=[]) (no file named)"
+    pattern = config.origin_file_pattern
+    label = BASE_MODEL_LABELS.get(pattern, "model file") if isinstance(pattern, str) else "model files"
+    folder = os.path.join(config.local_model_path, config.model_id)
+    return f"{label} {pattern!r} of {config.model_id} (looked for in {folder})"
+
+
+def missing_files_error(missing: list[tuple[ModelConfig, str]]) -> FileNotFoundError:
+    """The error listing the files ``locate_model_files`` did not find, with how to get them."""
+    message = "model files not found: " + "; ".join(description for _, description in missing)
+    hub_configs = [config for config, _ in missing if config.model_id is not None]
+    if any(config.parse_skip_download() for config in hub_configs):
+        message += (
+            ". DIFFSYNTH_SKIP_DOWNLOAD=true turns the download off: unset it to download them (from ModelScope, or "
+            "Hugging Face with DIFFSYNTH_DOWNLOAD_SOURCE=huggingface), or put them there yourself "
+            "(DIFFSYNTH_MODEL_BASE_PATH names the folder holding <model id>/, default ./models)"
+        )
+    elif hub_configs:
+        message += ". The download found no file matching these names in the model repository"
+    return FileNotFoundError(message)
+
+
 def model_fn_dualcamctrl(
     dit: DualCamCtrlDiT,
     latents: torch.Tensor,
@@ -99,6 +138,11 @@ def model_fn_dualcamctrl(
     )
 
 
+def absolute_paths(path: str | list[str]) -> str | list[str]:
+    """A model path (or the list of a sharded model's paths) made absolute, for ``params.json``."""
+    return [os.path.abspath(item) for item in path] if isinstance(path, list) else os.path.abspath(path)
+
+
 def image_digest(image: Image.Image | None) -> dict[str, Any] | None:
     """Size, mode and SHA-256 of an image's pixels: identifies an input in ``params.json``."""
     if image is None:
@@ -122,6 +166,9 @@ class DualCamCtrlPipeline(BasePipeline):
         self.vae: torch.nn.Module | None = None
         self.dit: DualCamCtrlDiT | None = None
         self.depth_estimator: Callable[[Image.Image], Image.Image] | None = None
+        #: What ``params.json`` records as the models: the files per component (set by ``from_pretrained``) or a
+        #: description of where they came from.
+        self.model_source: str | dict[str, Any] = DIRECT_MODEL_SOURCE
         self.in_iteration_models = ("dit",)
         self.units = [
             units.DualCamUnit_InputChecker(),
@@ -152,14 +199,21 @@ class DualCamCtrlPipeline(BasePipeline):
         ``model_configs=None`` is the official setup (see ``official_model_configs``); DiT files other than the
         official layout must be registered first (``diffsynth_dualcam.register_checkpoint``). ``ModelConfig(path=...)``
         entries are used as they are, offline; ``model_id`` entries are downloaded unless
-        ``DIFFSYNTH_SKIP_DOWNLOAD=true``. Offloading follows each ``ModelConfig``'s offload fields and ``vram_limit``
-        (GB); the DiT's depth branch and fusion modules are offloaded with it.
+        ``DIFFSYNTH_SKIP_DOWNLOAD=true``. Every file is located (downloaded) before any is loaded, and a missing one
+        is named with the folder it was looked for in. Offloading follows each ``ModelConfig``'s offload fields and
+        ``vram_limit`` (GB); the DiT's depth branch and fusion modules are offloaded with it. ``pipe.model_source``
+        records the file of each component for ``params.json``.
         """
         model_configs = official_model_configs(checkpoint_dir) if model_configs is None else model_configs
         if tokenizer_config is None:
             tokenizer_config = ModelConfig(model_id=BASE_MODEL_ID, origin_file_pattern=TOKENIZER_FILES)
+        missing = [(config, description) for config in (*model_configs, tokenizer_config)
+                   if (description := locate_model_files(config)) is not None]
+        if missing:
+            raise missing_files_error(missing)
         pipe = DualCamCtrlPipeline(device=device, torch_dtype=torch_dtype)
         model_pool = pipe.download_and_load_models(model_configs, vram_limit)
+        model_source = {}
         for attribute, model_name in MODEL_NAMES.items():
             model = model_pool.fetch_model(model_name)
             if model is None:
@@ -168,8 +222,10 @@ class DualCamCtrlPipeline(BasePipeline):
                     f"pipeline needs a DiT, text encoder, VAE and image encoder"
                 )
             setattr(pipe, attribute, model)
-        tokenizer_config.download_if_necessary()
+            model_source[attribute] = absolute_paths(model_pool.model_path[model_pool.model_name.index(model_name)])
         pipe.tokenizer = HuggingfaceTokenizer(name=tokenizer_config.path, seq_len=TOKENIZER_LENGTH, clean="whitespace")
+        model_source["tokenizer"] = absolute_paths(tokenizer_config.path)
+        pipe.model_source = model_source
         pipe.vram_management_enabled = pipe.check_vram_management_state()
         return pipe
 
@@ -210,7 +266,10 @@ class DualCamCtrlPipeline(BasePipeline):
             cfg_scale: standard guidance ``nega + cfg_scale * (posi - nega)`` on both branches; 6.0 is the look of
                 the published demo. cfg_merge: run both guidance branches as one batched DiT call.
             seed: seeds the one noise draw shared by both branches (a random seed is drawn and recorded if None).
-            tiled: tiled VAE decoding (``tile_size`` / ``tile_stride`` in latent pixels).
+            tiled: tiled VAE decoding. tile_size / tile_stride: (height, width) in latent pixels, positive, each
+                stride smaller than its size (neighbouring tiles are blended over their overlap).
+            progress_bar_cmd: wraps the iterable of denoising steps (``tqdm`` by default; ``lambda steps: steps``
+                for none).
             t2v: text-to-video: no image, zero conditioning latents, CLIP of a black image.
             step_cache_threshold: skip the DiT blocks of steps whose modulated input changed less than this in
                 total since the last computed step (``diffsynth_dualcam.cache.StepCache``); None computes all.
@@ -222,6 +281,7 @@ class DualCamCtrlPipeline(BasePipeline):
             "width": width, "num_frames": num_frames, "num_inference_steps": num_inference_steps,
             "cfg_scale": cfg_scale, "sigma_shift": sigma_shift, "seed": seed, "tiled": tiled, "t2v": t2v,
             "cfg_merge": cfg_merge, "resample_camera": resample_camera, "step_cache_threshold": step_cache_threshold,
+            "tile_size": tile_size, "tile_stride": tile_stride, "progress_bar_cmd": progress_bar_cmd,
         }
         original_image, original_depth = input_image, input_depth
         for unit in self.units:
@@ -241,11 +301,13 @@ class DualCamCtrlPipeline(BasePipeline):
                                                                  inputs_shared["depth_latents"])
 
         self.load_models_to_device(["vae"])
+        tile_size, tile_stride = inputs_shared["tile_size"], inputs_shared["tile_stride"]
         decode = {"device": self.device, "tiled": tiled, "tile_size": tile_size, "tile_stride": tile_stride}
         video = self.vae_output_to_video(self.vae.decode(inputs_shared["latents"], **decode))
         depth_video = self.depth_output_to_video(self.vae.decode(inputs_shared["depth_latents"], **decode))
         self.load_models_to_device([])
         trajectory = inputs_shared["trajectory"]
+        camera_tensor = None if trajectory is not None else inputs_shared["camera_latents"].detach().cpu()
         params = {
             "prompt": prompt, "negative_prompt": negative_prompt, "t2v": t2v, "seed": inputs_shared["seed"],
             "num_inference_steps": num_inference_steps, "cfg_scale": cfg_scale, "cfg_merge": cfg_merge,
@@ -253,14 +315,16 @@ class DualCamCtrlPipeline(BasePipeline):
             "tile_size": list(tile_size), "tile_stride": list(tile_stride), "resample_camera": resample_camera,
             "input_image": image_digest(original_image), "input_depth": image_digest(original_depth),
             "depth_estimated": not t2v and original_depth is None,
-            "camera": self.camera_description(camera, trajectory, inputs_shared["camera_latents"]),
+            "camera": self.camera_description(camera, trajectory, camera_tensor),
             "step_cache": self.step_cache_summary(inputs_posi, inputs_nega),
-            "dit_config": getattr(self.dit, "config", None), "torch_dtype": str(self.torch_dtype).replace("torch.", ""),
+            "models": copy.deepcopy(self.model_source), "dit_config": getattr(self.dit, "config", None),
+            "torch_dtype": str(self.torch_dtype).replace("torch.", ""),
         }
         return DualCamCtrlOutput(
             video=video, depth_video=depth_video, latents=inputs_shared["latents"].cpu(),
             depth_latents=inputs_shared["depth_latents"].cpu(), params=params, trajectory=trajectory,
             input_image=inputs_shared["input_image"], input_depth=inputs_shared["input_depth"],
+            camera_tensor=camera_tensor,
         )
 
     def guided_velocity(
@@ -308,15 +372,18 @@ class DualCamCtrlPipeline(BasePipeline):
 
     @staticmethod
     def camera_description(
-        camera: CameraTrajectory | torch.Tensor, trajectory: CameraTrajectory | None, camera_latents: torch.Tensor
+        camera: CameraTrajectory | torch.Tensor, trajectory: CameraTrajectory | None,
+        camera_tensor: torch.Tensor | None,
     ) -> dict[str, Any]:
-        """The camera input for ``params.json``: the generated trajectory's RealEstate10K rows, or a tensor's digest."""
+        """The camera input for ``params.json``: the generated trajectory's RealEstate10K rows, or shape, dtype and
+        SHA-256 (of the float32 values) of the packed tensor as the DiT received it (saved as a file by ``save``)."""
         if trajectory is not None:
             return {
                 "type": "trajectory", "input_frames": len(camera), "input_source_size": camera.source_size,
                 "source_size": trajectory.source_size,
                 "realestate10k": np.round(trajectory.to_realestate10k(), 10).tolist(),
             }
-        data = camera_latents.detach().float().cpu().contiguous().numpy()
+        data = camera_tensor.float().contiguous().numpy()
         digest = hashlib.sha256(data.tobytes()).hexdigest()
-        return {"type": "plucker_tensor", "shape": list(data.shape), "sha256": digest}
+        return {"type": "plucker_tensor", "shape": list(data.shape),
+                "dtype": str(camera_tensor.dtype).replace("torch.", ""), "sha256": digest}

@@ -88,6 +88,31 @@ def check_seed(seed: object) -> int | None:
     return int(seed)
 
 
+def check_tiling(tile_size: object, tile_stride: object) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(tile_size, tile_stride) of the tiled VAE decoder as int pairs (height, width) in latent pixels.
+
+    DiffSynth's ``WanVideoVAE.tiled_decode`` blends neighbouring tiles over their overlap of ``size - stride``
+    latent pixels, so each stride must be at least 1 and smaller than its tile size (an equal stride leaves no
+    overlap to blend over and fails, a larger one leaves gaps).
+    """
+    pairs = []
+    for name, value in (("tile_size", tile_size), ("tile_stride", tile_stride)):
+        if not isinstance(value, (tuple, list)) or len(value) != 2 or any(
+            isinstance(item, bool) or not isinstance(item, numbers.Integral) or item < 1 for item in value
+        ):
+            raise ValueError(
+                f"{name} must be a pair (height, width) of positive integers in latent pixels, got {value!r}"
+            )
+        pairs.append((int(value[0]), int(value[1])))
+    size, stride = pairs
+    if stride[0] >= size[0] or stride[1] >= size[1]:
+        raise ValueError(
+            f"tile_stride must be smaller than tile_size on both axes (the tiles are blended over their overlap "
+            f"tile_size - tile_stride), got tile_stride={tile_stride!r} for tile_size={tile_size!r}"
+        )
+    return size, stride
+
+
 def check_image(name: str, image: object) -> Image.Image:
     """``image`` if it is an 8-bit PIL image."""
     if not isinstance(image, Image.Image):

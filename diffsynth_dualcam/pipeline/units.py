@@ -24,6 +24,7 @@ from .inputs import (
     check_prompt,
     check_seed,
     check_size,
+    check_tiling,
     latent_frames,
     prepare_depth,
     prepare_image,
@@ -40,7 +41,7 @@ class DualCamUnit_InputChecker(PipelineUnit):
 
     shared_names = ("input_image", "input_depth", "camera", "height", "width", "num_frames", "num_inference_steps",
                     "cfg_scale", "sigma_shift", "seed", "tiled", "t2v", "cfg_merge", "resample_camera",
-                    "step_cache_threshold")
+                    "step_cache_threshold", "tile_size", "tile_stride", "progress_bar_cmd")
 
     def __init__(self) -> None:
         # Takes over the runner: the prompts live in the positive / negative inputs, everything else in the shared.
@@ -58,9 +59,10 @@ class DualCamUnit_InputChecker(PipelineUnit):
         self, pipe: DualCamCtrlPipeline, input_image: object, input_depth: object, camera: object, height: object,
         width: object, num_frames: object, num_inference_steps: object, cfg_scale: object, sigma_shift: object,
         seed: object, tiled: object, t2v: object, cfg_merge: object, resample_camera: object,
-        step_cache_threshold: object,
+        step_cache_threshold: object, tile_size: object, tile_stride: object, progress_bar_cmd: object,
     ) -> dict:
-        """The checked inputs that change: resized images, the source size for the camera crop, the seed."""
+        """The checked inputs that change: resized images, the source size for the camera crop, the seed, the
+        tiling as int tuples."""
         height, width = check_size(height, width)
         check_num_frames(num_frames)
         check_int("num_inference_steps", num_inference_steps)
@@ -73,6 +75,12 @@ class DualCamUnit_InputChecker(PipelineUnit):
         for name, value in (("tiled", tiled), ("t2v", t2v), ("cfg_merge", cfg_merge),
                             ("resample_camera", resample_camera)):
             check_flag(name, value)
+        tile_size, tile_stride = check_tiling(tile_size, tile_stride)
+        if not callable(progress_bar_cmd):
+            raise TypeError(
+                "progress_bar_cmd must be callable (it wraps the iterable of timesteps, like tqdm), got "
+                f"{type(progress_bar_cmd).__name__} {progress_bar_cmd!r}"
+            )
         if not isinstance(camera, (CameraTrajectory, torch.Tensor)):
             raise TypeError(
                 "camera must be a diffsynth_dualcam.camera.CameraTrajectory or a packed Plücker tensor "
@@ -101,7 +109,8 @@ class DualCamUnit_InputChecker(PipelineUnit):
                 input_depth = prepare_depth(input_depth, width, height)
         if seed is None:
             seed = secrets.randbelow(2**31)
-        return {"input_image": input_image, "input_depth": input_depth, "source_size": source_size, "seed": seed}
+        return {"input_image": input_image, "input_depth": input_depth, "source_size": source_size, "seed": seed,
+                "tile_size": tile_size, "tile_stride": tile_stride}
 
 
 class DualCamUnit_CameraPacker(PipelineUnit):

@@ -1,6 +1,7 @@
 """``dualcam train --config FILE``: one training stage on DiffSynth's ``launch_training_task`` and accelerate.
 
 Multi-GPU and DeepSpeed ZeRO-2 come from ``accelerate launch`` (see examples/train/ and docs/training.md).
+Gradient clipping (``train.max_grad_norm``) is done by ``ClippingAccelerator``, DiffSynth's runner is used as is.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from PIL import Image
 from ..camera import CameraTrajectory
 from ..data import DATASETS, CameraClipDataset
 from .config import TrainConfig, load_config, save_config
+from .distributed import ClippingAccelerator, check_distributed_setup
 from .logger import DualCamModelLogger, ValidationInputs
 from .module import DualCamTrainingModule, dit_for_stage, frame_to_image
 
@@ -25,14 +27,18 @@ def build_dataset(config: TrainConfig, num_processes: int = 1) -> CameraClipData
     data, train = config.data, config.train
     return DATASETS[data.layout](
         data.root, height=data.height, width=data.width, num_frames=data.num_frames, stride=data.stride,
-        flip_probability=data.flip_probability, use_captions=data.use_captions,
+        min_stride=data.min_stride, flip_probability=data.flip_probability, use_captions=data.use_captions,
         num_samples=train.max_steps * train.gradient_accumulation_steps * num_processes,
     )
 
 
 def build_pipeline(config: TrainConfig, device: str | torch.device):
-    """The pipeline with the stage's DiT: trained weights in float32, frozen encoders in the mixed-precision dtype."""
-    from ..checkpoints import dit_from_wan_camera, load_dit
+    """The pipeline with the stage's DiT: trained weights in float32, frozen encoders in the mixed-precision dtype.
+
+    Without ``model.dit`` the DiT starts from a Wan camera DiT (``model.wan_camera_dit``; for a smoke run, the
+    tiny DiT's own Wan part) through ``dit_from_wan_camera``: every depth block a copy of its RGB block.
+    """
+    from ..checkpoints import DUAL_BRANCH_PREFIXES, dit_from_wan_camera, load_dit
     from ..models import OFFICIAL_CONFIG
     from ..pipeline import DualCamCtrlPipeline
 
@@ -43,7 +49,8 @@ def build_pipeline(config: TrainConfig, device: str | torch.device):
 
         pipe = tiny_pipeline(seed=model.tiny_seed, device=device, torch_dtype=dtype)
         reference = tiny_dit_config()
-        dit = load_dit(model.dit) if model.dit else pipe.dit
+        wan_camera = model.wan_camera_dit or {
+            key: value for key, value in pipe.dit.state_dict().items() if not key.startswith(DUAL_BRANCH_PREFIXES)}
     else:
         from diffsynth.core import ModelConfig
         from diffsynth.models.wan_video_text_encoder import HuggingfaceTokenizer
@@ -60,11 +67,11 @@ def build_pipeline(config: TrainConfig, device: str | torch.device):
             setattr(pipe, name, component.to(device=device, dtype=dtype))
         pipe.tokenizer = HuggingfaceTokenizer(name=model.tokenizer, seq_len=TOKENIZER_LENGTH, clean="whitespace")
         reference = OFFICIAL_CONFIG
-        if model.dit:
-            dit = load_dit(model.dit)
-        else:
-            stage_one = {**OFFICIAL_CONFIG, "rgb_inject_blocks": [], "depth_inject_blocks": []}
-            dit = dit_from_wan_camera(model.wan_camera_dit, config=stage_one)
+        wan_camera = model.wan_camera_dit
+    if model.dit:
+        dit = load_dit(model.dit)
+    else:
+        dit = dit_from_wan_camera(wan_camera, config={**reference, "rgb_inject_blocks": [], "depth_inject_blocks": []})
     pipe.dit = dit_for_stage(dit.float(), train.stage, reference["rgb_inject_blocks"],
                              reference["depth_inject_blocks"]).to(device)
     return pipe
@@ -92,13 +99,14 @@ def validation_inputs(config: TrainConfig, dataset: CameraClipDataset) -> Valida
 
 def train(config: TrainConfig) -> DualCamModelLogger:
     """Run one stage as configured; returns the logger (checkpoint paths in ``saved``)."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from diffsynth.diffusion.runner import launch_training_task
 
     train_config = config.train
-    accelerator = Accelerator(gradient_accumulation_steps=train_config.gradient_accumulation_steps,
-                              mixed_precision=train_config.mixed_precision)
+    accelerator = ClippingAccelerator(gradient_accumulation_steps=train_config.gradient_accumulation_steps,
+                                      mixed_precision=train_config.mixed_precision,
+                                      max_grad_norm=train_config.max_grad_norm)
+    check_distributed_setup(accelerator.state.deepspeed_plugin, train_config.max_grad_norm)
     set_seed(train_config.seed, device_specific=True)
     dataset = build_dataset(config, accelerator.num_processes)
     module = DualCamTrainingModule(
@@ -110,7 +118,9 @@ def train(config: TrainConfig) -> DualCamModelLogger:
         max_timestep_boundary=train_config.max_timestep_boundary,
         use_gradient_checkpointing=train_config.use_gradient_checkpointing,
         use_gradient_checkpointing_offload=train_config.use_gradient_checkpointing_offload,
+        noise_seed=train_config.fixed_noise_seed,
     )
+    accelerator.track_parameters(module.trainable_modules())
     output_dir = Path(train_config.output_dir)
     if accelerator.is_main_process:
         save_config(config, output_dir / "config.json")

@@ -10,7 +10,7 @@ from typing import Any
 from ..io import atomic_write
 
 STAGES = ("decoupled", "fusion")
-TRAINABLE = ("full", "lora", "fusion")
+TRAINABLE = ("full", "blocks", "lora", "fusion")
 LORA_BRANCHES = ("rgb", "depth", "both")
 LAYOUTS = ("realestate10k", "dl3dv")
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -26,6 +26,7 @@ class DataConfig:
     width: int = 720
     num_frames: int = 49
     stride: int = 1
+    min_stride: int = 1
     flip_probability: float = 0.5
     use_captions: bool = True
     num_workers: int = 2
@@ -48,7 +49,12 @@ class ModelPaths:
 
 @dataclass
 class OptimConfig:
-    """The recipe: stage, what trains, loss options and optimisation."""
+    """The recipe: stage, what trains, loss options and optimisation.
+
+    ``max_grad_norm`` clips the gradient norm of the trained parameters at every optimizer step (0 or null: no
+    clipping). ``fixed_noise_seed`` draws the same timestep and noise at every step (a fixed objective, to check
+    that a run can fit one repeated clip); leave it null for training.
+    """
 
     stage: str = "decoupled"
     trainable: str = "full"
@@ -67,6 +73,8 @@ class OptimConfig:
     share_noise: bool = True
     min_timestep_boundary: float = 0.0
     max_timestep_boundary: float = 1.0
+    max_grad_norm: float | None = 1.0
+    fixed_noise_seed: int | None = None
     seed: int = 0
     output_dir: str = "runs/dualcam"
     save_steps: int = 1000
@@ -74,7 +82,8 @@ class OptimConfig:
 
 @dataclass
 class ValidationConfig:
-    """Periodic validation videos; disabled when ``every_steps`` is 0 or no ``image`` is given."""
+    """Periodic validation videos every ``every_steps`` (0: none), from ``image``, ``depth`` and ``camera``
+    (a trajectory file or a preset name) when an image is given, else from the first clip of the dataset."""
 
     every_steps: int = 0
     image: str | None = None
@@ -113,10 +122,19 @@ class TrainConfig:
             raise ValueError(f"data.height/width must be multiples of 16, got {self.data.height}x{self.data.width}")
         if (self.data.num_frames - 1) % 4:
             raise ValueError(f"data.num_frames must be 4k+1, got {self.data.num_frames}")
+        if not 1 <= self.data.min_stride <= self.data.stride:
+            raise ValueError(f"data.min_stride must be between 1 and data.stride={self.data.stride}, "
+                             f"got {self.data.min_stride}")
         if self.train.trainable == "fusion" and self.train.stage != "fusion":
             raise ValueError("train.trainable = 'fusion' needs train.stage = 'fusion' (stage 1 has no fusion modules)")
         if self.train.max_steps < 1 or self.train.gradient_accumulation_steps < 1:
             raise ValueError("train.max_steps and train.gradient_accumulation_steps must be >= 1")
+        norm = self.train.max_grad_norm
+        if norm is not None and not (isinstance(norm, (int, float)) and norm >= 0):
+            raise ValueError(f"train.max_grad_norm must be a number >= 0 (0 or null: no clipping), got {norm!r}")
+        seed = self.train.fixed_noise_seed
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+            raise ValueError(f"train.fixed_noise_seed must be null or an integer >= 0, got {seed!r}")
         if self.train.drop_loss_topk < 0:
             raise ValueError(f"train.drop_loss_topk must be >= 0, got {self.train.drop_loss_topk}")
         if not 0.0 <= self.train.min_timestep_boundary < self.train.max_timestep_boundary <= 1.0:

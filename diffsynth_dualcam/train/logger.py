@@ -31,8 +31,9 @@ class ValidationInputs:
 
 class DualCamModelLogger(ModelLogger):
     """Counts optimizer steps (not micro-batches), saves the whole DiT with ``save_dit`` (LoRA merged) every
-    ``save_steps`` and at the end, logs the loss and both branch losses, and renders ``validation`` every
-    ``validation_steps`` into ``output_path/validation/step-N/``."""
+    ``save_steps`` and at the end, logs the loss, both branch losses and the gradient norm before clipping (what a
+    ``ClippingAccelerator`` measured), and renders ``validation`` every ``validation_steps`` into
+    ``output_path/validation/step-N/``."""
 
     def __init__(
         self,
@@ -58,7 +59,8 @@ class DualCamModelLogger(ModelLogger):
         if accelerator.is_main_process:
             if not self.loggers_initialized:
                 self.init_loggers()
-            values = {"loss": kwargs.get("loss"), **getattr(module, "last_loss_terms", {})}
+            values = {"loss": kwargs.get("loss"), **getattr(module, "last_loss_terms", {}),
+                      "grad_norm": getattr(accelerator, "last_grad_norm", None)}
             for logger in self.loggers:
                 for key, value in values.items():
                     if value is not None:

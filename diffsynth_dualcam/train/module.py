@@ -6,7 +6,8 @@ network starts exactly where stage 1 ended) and everything chosen by ``trainable
 
 Noise: by default one Gaussian draw noises both branches (``share_noise``), as in sampling, where one seeded draw
 initialises both; ``share_noise=False`` draws the depth noise independently. Both branches always share the
-timestep, and the loss carries DiffSynth's Wan timestep weighting.
+timestep, and the loss carries DiffSynth's Wan timestep weighting. ``noise_seed`` makes every call draw the same
+timestep and noise (a fixed objective: fitting one repeated clip must then lower the loss).
 """
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ from .losses import dual_flow_matching_loss
 
 FUSION_PREFIXES = ("rgb_zero_inits.", "control_zero_inits.")
 BRANCH_PREFIXES = {"rgb": ("blocks.",), "depth": ("control_blocks.",), "both": ("blocks.", "control_blocks.")}
+#: What ``trainable="blocks"`` trains, as the reference training did: the transformer blocks of both branches and
+#: the fusion modules; the patch, text, time and image embeddings, the head and the camera adapter stay frozen.
+BLOCKS_PREFIXES = BRANCH_PREFIXES["both"] + FUSION_PREFIXES
 
 
 def dit_for_stage(dit: DualCamCtrlDiT, stage: str, rgb_inject_blocks: Sequence[int] = (),
@@ -77,8 +81,9 @@ def frame_to_image(frame: torch.Tensor) -> Image.Image:
 class DualCamTrainingModule(DiffusionTrainingModule):
     """Flow-matching training of both DiT branches on items of a ``CameraClipDataset``.
 
-    ``trainable``: ``full`` (the whole DiT), ``lora`` (LoRA adapters on ``lora_branch`` blocks, the base frozen,
-    plus the fusion modules when ``train_fusion_with_lora``) or ``fusion`` (the fusion modules only).
+    ``trainable``: ``full`` (the whole DiT), ``blocks`` (the blocks of both branches and the fusion modules, the
+    reference's choice), ``lora`` (LoRA adapters on ``lora_branch`` blocks, the base frozen, plus the fusion
+    modules when ``train_fusion_with_lora``) or ``fusion`` (the fusion modules only).
     """
 
     def __init__(
@@ -95,6 +100,7 @@ class DualCamTrainingModule(DiffusionTrainingModule):
         max_timestep_boundary: float = 1.0,
         use_gradient_checkpointing: bool = True,
         use_gradient_checkpointing_offload: bool = False,
+        noise_seed: int | None = None,
     ):
         super().__init__()
         self.pipe = pipe
@@ -104,6 +110,9 @@ class DualCamTrainingModule(DiffusionTrainingModule):
         has_fusion = bool(len(dit.rgb_zero_inits) + len(dit.control_zero_inits))
         if trainable == "full":
             dit.requires_grad_(True)
+        elif trainable == "blocks":
+            for name, parameter in dit.named_parameters():
+                parameter.requires_grad_(name.startswith(BLOCKS_PREFIXES))
         elif trainable == "lora":
             targets = lora_target_names(dit, lora_branch, lora_target_modules)
             dit = self.add_lora_to_model(dit, targets, lora_rank, upcast_dtype=next(dit.parameters()).dtype)
@@ -115,7 +124,7 @@ class DualCamTrainingModule(DiffusionTrainingModule):
                 raise ValueError("trainable='fusion' but the DiT has no fusion modules (stage 'decoupled')")
             self.fusion_parameters(dit).requires_grad_(True)
         else:
-            raise ValueError(f"trainable must be 'full', 'lora' or 'fusion', got {trainable!r}")
+            raise ValueError(f"trainable must be 'full', 'blocks', 'lora' or 'fusion', got {trainable!r}")
         dit.train()
         self.drop_loss_topk = drop_loss_topk
         self.share_noise = share_noise
@@ -123,6 +132,7 @@ class DualCamTrainingModule(DiffusionTrainingModule):
         self.max_timestep_boundary = max_timestep_boundary
         self.use_gradient_checkpointing = use_gradient_checkpointing
         self.use_gradient_checkpointing_offload = use_gradient_checkpointing_offload
+        self.noise_seed = noise_seed
         self.last_loss_terms: dict[str, float] = {}
 
     @staticmethod
@@ -153,12 +163,19 @@ class DualCamTrainingModule(DiffusionTrainingModule):
             "camera_latents": data["plucker"].to(device=pipe.device, dtype=pipe.torch_dtype).unsqueeze(0),
         }
 
-    def sample_timestep(self) -> torch.Tensor:
+    def sample_timestep(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """A training timestep [1] drawn uniformly from the scheduler's 1000 within the boundaries."""
         count = len(self.pipe.scheduler.timesteps)
         low, high = int(self.min_timestep_boundary * count), int(self.max_timestep_boundary * count)
-        index = torch.randint(low, high, (1,))
+        index = torch.randint(low, high, (1,), generator=generator)
         return self.pipe.scheduler.timesteps[index].to(device=self.pipe.device, dtype=torch.float32)
+
+    @staticmethod
+    def noise_like(latents: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Gaussian noise shaped like ``latents``: from the global generator, or from ``generator`` (on the CPU)."""
+        if generator is None:
+            return torch.randn_like(latents)
+        return torch.randn(latents.shape, generator=generator, dtype=latents.dtype).to(latents.device)
 
     def forward(self, data: dict[str, Any]) -> torch.Tensor:
         """Weighted flow-matching loss of both branches for one dataset item, at a random timestep."""
@@ -167,9 +184,10 @@ class DualCamTrainingModule(DiffusionTrainingModule):
     def loss(self, inputs: dict[str, torch.Tensor], timestep: torch.Tensor | None = None) -> torch.Tensor:
         """Weighted flow-matching loss of encoded ``inputs`` (see ``encode``), at ``timestep`` or a random one."""
         scheduler = self.pipe.scheduler
-        timestep = self.sample_timestep() if timestep is None else timestep
-        rgb_noise = torch.randn_like(inputs["rgb_latents"])
-        depth_noise = rgb_noise if self.share_noise else torch.randn_like(inputs["depth_latents"])
+        generator = None if self.noise_seed is None else torch.Generator().manual_seed(self.noise_seed)
+        timestep = self.sample_timestep(generator) if timestep is None else timestep
+        rgb_noise = self.noise_like(inputs["rgb_latents"], generator)
+        depth_noise = rgb_noise if self.share_noise else self.noise_like(inputs["depth_latents"], generator)
         rgb_velocity, depth_velocity = self.pipe.dit(
             scheduler.add_noise(inputs["rgb_latents"], rgb_noise, timestep),
             scheduler.add_noise(inputs["depth_latents"], depth_noise, timestep),

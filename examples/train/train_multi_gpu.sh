@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CONFIG=examples/train/accelerate_zero2.yaml
-dualcam check-dataset data/realestate10k --num-frames 49
+dualcam check-dataset data/realestate10k --num-frames 61 --min-stride 2
 accelerate launch --config_file "$CONFIG" -m diffsynth_dualcam train --config examples/train/stage1_decoupled.yaml
 accelerate launch --config_file "$CONFIG" -m diffsynth_dualcam train --config examples/train/stage2_fusion.yaml
