@@ -1,7 +1,8 @@
 """Denoising loop with the step cache against the plain loop, on the benchmark DiT.
 
 Euler flow-matching sampling of both branches (one guidance stream) with ``StepCache``: the ratio is the
-speed-up of the whole loop, reported with the relative difference of the final latents to the plain loop.
+measured speed-up of the whole loop (time, not a count of skipped steps), reported with the relative difference of
+the final latents to the plain loop.
 Random weights decide how fast the modulated input drifts, so the skipped-step count of a trained model differs;
 the cost saved per skipped step does not.
 
@@ -13,7 +14,17 @@ import argparse
 
 import torch
 from bench_step import make_inputs
-from common import Row, add_common_arguments, interleaved_best_times, latent_shape, model_config, resolve, seconds
+from common import (
+    Row,
+    add_common_arguments,
+    interleaved_times,
+    latent_shape,
+    model_config,
+    paired_ratio,
+    resolve,
+    seconds,
+    time_dit_work_as_generation_runs,
+)
 from diffsynth.diffusion import FlowMatchScheduler
 
 from diffsynth_dualcam.cache import StepCache
@@ -22,8 +33,10 @@ from diffsynth_dualcam.models import DualCamCtrlDiT
 
 def run(device: str = "cpu", dtype: str | None = None, size: str | None = None, repeats: int = 1,
         steps: int = 8, threshold: float = 0.2) -> Row:
-    """Time the plain and the cached loop; the row's ratio is plain / cached."""
+    """Time the plain and the cached loop (``repeats`` rounds after one warm-up DiT call); the row's ratio is the
+    speed-up, plain / cached wall time (CPU time of one thread on the CPU)."""
     device, torch_dtype, size = resolve(device, dtype, size)
+    time_dit_work_as_generation_runs(device)
     config = model_config(size)
     with torch.device(device):
         dit = DualCamCtrlDiT(**config).to(torch_dtype).eval().requires_grad_(False)
@@ -50,18 +63,19 @@ def run(device: str = "cpu", dtype: str | None = None, size: str | None = None, 
 
     with torch.inference_mode():
         inputs["camera_embedding"] = dit.embed_camera(inputs.pop("camera_latents"))
+        dit(noise, noise, torch.tensor([500.0], device=device, dtype=torch_dtype), **inputs)  # warm-up call
         loops = {"plain": sample("plain", False), "cached": sample("cached", True)}
-        times = interleaved_best_times(loops, repeats, device, warmup=0)
+        times = interleaved_times(loops, repeats, device, warmup=0)
     *plain, _ = results["plain"]
     *cached, cache = results["cached"]
     error = max(((a.float() - b.float()).norm() / b.float().norm()).item() for a, b in zip(cached, plain))
     shape = "x".join(str(n) for n in latent_shape(size)[1:])
     return Row(
-        benchmark=f"denoising loop: plain / step cache {threshold} ({size}, {shape} latents, {steps} steps)",
-        measured=(f"{seconds(times['cached'])} cached ({cache.computed} of {steps} steps computed, "
+        benchmark=f"denoising loop, step cache {threshold} vs plain ({size} DiT, {shape} latents, {steps} steps)",
+        measured=(f"{seconds(times['cached'].median)} cached ({cache.computed} of {steps} steps computed, "
                   f"latents differ by {error:.1e})"),
-        baseline=f"{seconds(times['plain'])} plain", ratio=times["plain"] / times["cached"], target="report",
-        met=None, device=f"{device.type} {torch_dtype}",
+        baseline=f"{seconds(times['plain'].median)} plain", ratio=paired_ratio(times["plain"], times["cached"]),
+        ratio_label="speed-up", target="report", met=None, device=f"{device.type} {torch_dtype}",
     )
 
 

@@ -35,7 +35,9 @@ class StepCache:
 
     ``threshold`` bounds the accumulated relative L1 change of the modulated input between computed steps
     (0 computes every step; TeaCache's usual range is 0.05 to 0.3). Counters ``computed`` and ``skipped`` give
-    the realised saving: ``speedup`` = calls / computed calls of the block stack.
+    the realised saving: ``speedup`` = calls / computed calls of the block stack, a count (the embeddings, heads
+    and change measure still run at every call, so the time saved is somewhat less; ``benchmarks/bench_cache.py``
+    times it).
     """
 
     def __init__(self, num_inference_steps: int, threshold: float, warmup_steps: int = 1) -> None:
@@ -57,7 +59,7 @@ class StepCache:
 
     @property
     def speedup(self) -> float:
-        """DiT calls per computed block-stack pass so far (1.0 when nothing was skipped)."""
+        """DiT calls per computed block-stack pass so far (1.0 when nothing was skipped); a count, not a timing."""
         return (self.computed + self.skipped) / max(self.computed, 1)
 
     def summary(self) -> dict[str, float | int]:

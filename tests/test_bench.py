@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,8 +13,22 @@ import torch
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
+import bench_memory  # noqa: E402
 import run_all  # noqa: E402
-from common import Row, peak_memory  # noqa: E402
+from common import (  # noqa: E402
+    Row,
+    Timing,
+    generation_arguments,
+    interleaved_times,
+    paired_ratio,
+    paired_ratios,
+    peak_memory,
+)
+from diffsynth.core.vram.layers import (  # noqa: E402
+    AutoWrappedLinear,
+    AutoWrappedModule,
+    AutoWrappedNonRecurseModule,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,19 +40,72 @@ def test_run_all_prints_the_table_and_rewrites_only_its_readme_section(tmp_path:
     assert run_all.main(["--size", "tiny", "--repeats", "1", "--readme", str(readme)]) == 0
     printed = capsys.readouterr().out
     table_lines = [line for line in printed.splitlines() if line.startswith("| ")]
-    # Header plus one row per measurement: step, CFG, Plücker, cache, VAE time, VAE memory, generation, memory.
-    assert len(table_lines) == 1 + 8
-    for fragment in ("dual-branch step / single-branch step", "CFG: two DiT calls / one merged call", "Plücker",
-                     "plain / step cache", "VAE decode time", "VAE decode peak memory", "end-to-end generation",
-                     "peak memory of one generation"):
-        assert sum(fragment in line for line in table_lines) >= 1, fragment
+    # Header plus one row per measurement: step, CFG, Plücker, cache, VAE time and memory, generation, and the
+    # generation's peak memory with and without offloading.
+    fragments = ("one denoising step, dual-branch vs single-branch", "guidance, one merged call vs two calls",
+                 "Plücker map", "denoising loop, step cache", "VAE decode time", "VAE decode peak memory",
+                 "end-to-end generation", "peak memory of one generation, all models on the device",
+                 "peak memory of one generation, --offload")
+    assert len(table_lines) == 1 + len(fragments)
+    for fragment, line in zip(fragments, table_lines[1:]):
+        assert fragment in line
     after = readme.read_text()
     cpu_section = after.split("<!-- results:cpu:begin -->")[1].split("<!-- results:cpu:end -->")[0]
     assert all(line in cpu_section for line in table_lines)
+    assert "load average" in cpu_section.splitlines()[1]
     # Everything outside the CPU section is untouched.
     assert after.split("<!-- results:cpu:begin -->")[0] == before.split("<!-- results:cpu:begin -->")[0]
     assert after.split("<!-- results:cpu:end -->")[1] == before.split("<!-- results:cpu:end -->")[1]
     assert f"table written to {readme}" in printed
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error given without a GPU")
+def test_cuda_without_a_gpu_fails_before_any_benchmark_runs(monkeypatch) -> None:
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a benchmark ran")
+
+    monkeypatch.setattr(run_all, "run_all", must_not_run)
+    with pytest.raises(ValueError, match="--device cuda was given, but no CUDA device is available"):
+        run_all.main(["--device", "cuda", "--no-readme"])
+    with pytest.raises(ValueError, match="give --device cuda"):
+        bench_memory.run("cpu", size="full")
+
+
+def test_offloaded_pipeline_is_under_vram_management_and_generates_the_same_clip() -> None:
+    """The memory benchmark's --offload setting wraps every model as DiffSynth's loader does, and changes where
+    the weights live, not the result."""
+    arguments = generation_arguments(5, 32, 48, steps=2)
+    resident = bench_memory.build_pipeline("tiny", torch.device("cpu"), torch.float32, offload=False)
+    offloaded = bench_memory.build_pipeline("tiny", torch.device("cpu"), torch.float32, offload=True)
+    assert not resident.vram_management_enabled and offloaded.vram_management_enabled
+    for name in ("dit", "text_encoder", "vae", "image_encoder"):
+        assert getattr(offloaded, name).vram_management_enabled
+    # Every other Linear sits inside a module wrapped whole (Wan's MLP, the Linear fusion).
+    wrapped_whole = [module for module in offloaded.dit.modules()
+                     if isinstance(module, AutoWrappedModule) and not isinstance(module, AutoWrappedNonRecurseModule)]
+    inside_wrapped = {id(inner) for module in wrapped_whole for inner in module.modules()}
+    plain_linears = [module for module in offloaded.dit.modules()
+                     if isinstance(module, torch.nn.Linear) and not isinstance(module, AutoWrappedLinear)]
+    assert plain_linears and all(id(module) in inside_wrapped for module in plain_linears)
+    wrapped = [module for module in offloaded.dit.modules() if isinstance(module, AutoWrappedLinear)]
+    assert wrapped and all(module.offload_device == "cpu" and module.computation_device == "cpu" for module in wrapped)
+    expected, result = resident(**arguments), offloaded(**arguments)
+    torch.testing.assert_close(result.latents, expected.latents, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(result.depth_latents, expected.depth_latents, rtol=1e-5, atol=1e-5)
+
+
+def test_interleaved_times_rotate_the_order_and_ratios_pair_rounds() -> None:
+    calls = []
+    functions = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    times = interleaved_times(functions, repeats=3, device=torch.device("cpu"), warmup=1)
+    assert calls == list("abc" "bca" "cab" "abc")
+    assert all(len(timing.runs) == 3 for timing in times.values())
+    # Per-round ratios 0.5, 1.0, 1.5 (median 1.0), whereas the ratio of the medians would be 2 / 2.5.
+    assert paired_ratios(Timing((1.0, 3.0, 3.0)), Timing((2.0, 3.0, 2.0))) == [0.5, 1.0, 1.5]
+    assert paired_ratio(Timing((1.0, 3.0, 3.0)), Timing((2.0, 3.0, 2.0))) == 1.0
+    assert Timing((1.0, 2.0, 4.0)).median == 2.0
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        interleaved_times(functions, repeats=0, device=torch.device("cpu"))
 
 
 def test_replace_section_needs_the_markers() -> None:
@@ -49,16 +117,17 @@ def test_replace_section_needs_the_markers() -> None:
         run_all.replace_section(text, "cuda", "new")
 
 
-def test_format_table_marks_missing_values_and_escapes_pipes() -> None:
+def test_format_table_names_each_ratio_marks_missing_values_and_escapes_pipes() -> None:
     rows = [
-        Row("a / b", "1 s", "2 s", 0.5, "<= 1", True, "cpu"),
+        Row("a vs b", "1 s", "2 s", 0.5, "ratio <= 1", True, "cpu", ratio_label="a / b"),
         Row("memory", "3 MiB | peak", "-", math.nan, "report", None, "cpu"),
-        Row("c / d", "3 s", "1 s", 3.0, "<= 1", False, "cpu"),
+        Row("c vs d", "3 s", "1 s", 3.0, "speed-up >= 4", False, "cpu", ratio_label="speed-up"),
     ]
     lines = run_all.format_table(rows).splitlines()
-    assert lines[2] == "| a / b | 1 s | 2 s | 0.50 | <= 1 | yes |"
+    assert lines[0] == "| Benchmark | Measured | Baseline | Ratio (what it is) | Target | Met |"
+    assert lines[2] == "| a vs b | 1 s | 2 s | 0.50 (a / b) | ratio <= 1 | yes |"
     assert lines[3] == "| memory | 3 MiB / peak | - | - | report | - |"
-    assert lines[4] == "| c / d | 3 s | 1 s | 3.00 | <= 1 | **no** |"
+    assert lines[4] == "| c vs d | 3 s | 1 s | 3.00 (speed-up) | speed-up >= 4 | **no** |"
 
 
 def test_peak_memory_sees_a_temporary_allocation_and_not_earlier_peaks() -> None:
@@ -73,3 +142,26 @@ def test_peak_memory_sees_a_temporary_allocation_and_not_earlier_peaks() -> None
     measured = peak_memory(allocate, torch.device("cpu"))
     assert 0.9 * size <= measured <= 1.5 * size
     assert peak_memory(lambda: None, torch.device("cpu")) < 0.1 * size
+
+
+KEPT_MEMORY_SCRIPT = """
+import sys, torch
+sys.path.insert(0, sys.argv[1])
+from common import peak_memory
+from diffsynth_dualcam.parallel.backend import keep_freed_cpu_memory
+size = 128 * 2**20
+assert keep_freed_cpu_memory()
+kept = torch.ones(3 * size // 4)  # 384 MiB the process keeps resident after freeing
+del kept
+def allocate():
+    block = torch.ones(size // 4)
+    del block
+print(peak_memory(allocate, torch.device("cpu")) / size)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="resident-set measurement is Linux only")
+def test_peak_memory_is_not_masked_by_memory_the_parent_kept() -> None:
+    result = subprocess.run([sys.executable, "-c", KEPT_MEMORY_SCRIPT, str(BENCHMARKS)], capture_output=True,
+                            text=True, timeout=120, check=True)
+    assert 0.9 <= float(result.stdout.split()[-1]) <= 1.5

@@ -1,8 +1,18 @@
-"""Which kernels and compilation the DiT runs with: reported at the start of a generation."""
+"""Which kernels, compilation and CPU allocator settings the DiT runs with: reported at the start of a generation."""
 from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import platform
 
 import torch
 from diffsynth.models import wan_video_dit
+
+#: glibc ``mallopt`` parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+#: Free memory at the top of the heap that glibc keeps before giving some back to the kernel (mallopt takes an int).
+_KEPT_FREE_BYTES = 2**31 - 1
 
 
 def attention_backend() -> str:
@@ -28,6 +38,24 @@ def compile_dit(pipe: torch.nn.Module, mode: str = "default") -> None:
     step pays the compilation.
     """
     pipe.compile_pipeline(mode=mode, dynamic=True, fullgraph=False, compile_models=["dit"])
+
+
+def keep_freed_cpu_memory() -> bool:
+    """Make glibc's ``malloc`` serve every CPU tensor from its heap and keep freed memory for reuse (True), or do
+    nothing outside glibc (False). Applies to the whole process.
+
+    By default glibc maps each allocation above its mmap threshold (at most 32 MiB) fresh from the kernel and
+    unmaps it when it is freed, so every layer of a CPU forward whose activations are larger page-faults and zeroes
+    them anew. On the benchmark DiT (dim 512, 3,840 tokens) the batch-2 activations of merged guidance cross that
+    line where the batch-1 ones of two separate calls stay under it, which made the merged call about 10% slower
+    than two calls; kept memory makes it as fast or faster. The cost: the process holds on to its peak memory until
+    it exits.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEPT_FREE_BYTES))
 
 
 def runtime_summary(pipe: torch.nn.Module) -> str:

@@ -8,9 +8,11 @@ its ``forward`` (the block order of SPEC §3) untouched:
 - ``rope_frequencies`` returns the RoPE rows of the shard's frames;
 - self-attention of every RGB and depth block swaps the sequence split for a head split with one all-to-all
   (Ulysses), attends over all tokens with DiffSynth's attention kernel, and swaps back;
-- SIGMA fusion is a 3D convolution across frames, so the shard exchanges a halo of frames with its neighbours
-  before its depthwise temporal convolutions (three 3x3x3 kernels: 3 frames each side) and drops it after;
-  every other fusion op is per token;
+- the 3D fusion modules convolve across frames, so before the chain of their frame-mixing layers the shard
+  receives a halo of frames from each neighbour and drops it after. The halo is the chain's summed temporal
+  kernel radius: 3 frames for ``SigmaFusion`` (three depthwise 3x3x3 convolutions), 4 for ``StackFusion`` (four
+  frame-gated blocks, each one 3x3x3 convolution; their per-frame spatial mean needs no exchange, as a shard holds
+  whole frames). Every other fusion op is per token, and ``LinearFusion`` is per token entirely;
 - ``unpatchify`` gathers the per-token head outputs of all ranks before folding them into the video.
 
 Cross-attention, modulation, the FFN and the heads are per token and run on the shard unchanged. The result equals
@@ -27,12 +29,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from diffsynth.core.vram.layers import AutoWrappedModule
 from diffsynth.models.wan_video_dit import SelfAttention, flash_attention, rope_apply
 from einops import rearrange
 from torch import nn
 from torch.distributed import ProcessGroup
 
-from ..models import DualCamCtrlDiT, SigmaFusion
+from ..models import DualCamCtrlDiT, LinearFusion, SigmaFusion, StackFusion
 from ..models.fusion import Grid
 from .comm import FrameShards, exchange_halo, gather_tokens, heads_to_sequence, sequence_to_heads
 
@@ -98,13 +101,47 @@ def local_device(device: str) -> str:
     return device
 
 
-def _fusion_halo(dit: nn.Module) -> int:
-    """Frames each side a SIGMA fusion reads past a shard: the summed temporal radii of its depthwise convs."""
-    halos = [
-        sum(conv.kernel_size[0] // 2 for conv in module.fuse_temporal)
-        for module in dit.modules() if isinstance(module, SigmaFusion)
-    ]
-    return max(halos, default=0)
+def _fusion_modules(dit: DualCamCtrlDiT) -> list[nn.Module]:
+    return [*dit.rgb_zero_inits, *dit.control_zero_inits]
+
+
+def _frame_mixing_chain(fusion: nn.Module) -> nn.ModuleList | None:
+    """The layers of a fusion module that mix frames, run one after the other (None: the module is per token)."""
+    if isinstance(fusion, AutoWrappedModule):  # offloaded whole by DiffSynth's VRAM management
+        fusion = fusion.module
+    if isinstance(fusion, SigmaFusion):
+        return fusion.fuse_temporal
+    if isinstance(fusion, StackFusion):
+        return fusion.blocks
+    if isinstance(fusion, LinearFusion):
+        return None
+    raise TypeError(f"sequence parallel does not know the frame layout of the fusion module {type(fusion).__name__}")
+
+
+def _temporal_radius(conv: nn.Conv3d) -> int:
+    """Frames each side a 3D convolution reads; it must keep the frame count (stride 1, 'same' zero padding)."""
+    radius = conv.dilation[0] * (conv.kernel_size[0] - 1) // 2
+    if conv.stride[0] != 1 or conv.padding[0] != radius or conv.padding_mode != "zeros":
+        raise ValueError(
+            f"a fusion Conv3d with temporal kernel {conv.kernel_size[0]}, stride {conv.stride[0]}, padding "
+            f"{conv.padding[0]} ({conv.padding_mode}) does not keep the frame count: cannot shard it by frames"
+        )
+    return radius
+
+
+def fusion_halo(fusion: nn.Module) -> int:
+    """Frames each side that ``fusion`` reads past a frame shard: the summed temporal radii of the 3D convolutions
+    of its frame-mixing chain (each layer widens the dependence by its radius). Raises ValueError when a 3D
+    convolution outside the chain mixes frames."""
+    chain = _frame_mixing_chain(fusion)
+    inside = {id(module) for module in chain.modules()} if chain is not None else set()
+    outside = [name for name, module in fusion.named_modules()
+               if isinstance(module, nn.Conv3d) and id(module) not in inside and module.kernel_size[0] > 1]
+    if outside:
+        raise ValueError(f"{type(fusion).__name__} mixes frames outside its frame-mixing chain ({outside})")
+    if chain is None:
+        return 0
+    return sum(_temporal_radius(module) for module in chain.modules() if isinstance(module, nn.Conv3d))
 
 
 def xfuser_available() -> bool:
@@ -130,8 +167,10 @@ def enable_sequence_parallel(
         raise ValueError(f"the DiT's {num_heads} attention heads cannot be split over {world_size} ranks")
     if use_xfuser is None:
         use_xfuser = group is None and xfuser_available() and next(dit.parameters()).device.type == "cuda"
+    halos = {id(fusion): fusion_halo(fusion) for fusion in _fusion_modules(dit)}
     state = SequenceParallelState(
-        group=group, rank=dist.get_rank(group), world_size=world_size, halo=_fusion_halo(dit), use_xfuser=use_xfuser
+        group=group, rank=dist.get_rank(group), world_size=world_size, halo=max(halos.values(), default=0),
+        use_xfuser=use_xfuser,
     )
     dit.sequence_parallel = state
     for name in ("patchify", "embed_camera", "rope_frequencies", "unpatchify"):
@@ -140,8 +179,10 @@ def enable_sequence_parallel(
     for module in dit.modules():
         if isinstance(module, SelfAttention):
             module.forward = types.MethodType(_ulysses_self_attention(state), module)
-        elif isinstance(module, SigmaFusion) and world_size > 1:
-            _add_fusion_halo(module, state)
+    if world_size > 1:
+        for fusion in _fusion_modules(dit):
+            if halos[id(fusion)]:
+                _add_fusion_halo(_frame_mixing_chain(fusion), halos[id(fusion)], state)
     return dit
 
 
@@ -219,19 +260,20 @@ def _xfuser_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_hea
     return out.flatten(2)
 
 
-def _add_fusion_halo(fusion: SigmaFusion, state: SequenceParallelState) -> None:
-    """Wrap the temporal conv stack: the first conv reads the shard plus halos, the last drops the halos."""
-    convs = fusion.fuse_temporal
-    first, last = convs[0], convs[len(convs) - 1]
+def _add_fusion_halo(chain: nn.ModuleList, halo: int, state: SequenceParallelState) -> None:
+    """Wrap a frame-mixing chain: its first layer reads the shard plus ``halo`` frames of each neighbour, its last
+    drops them. Inside the chain the frames next to the halo's outer edge go wrong by one layer's radius per layer,
+    never reaching the shard's own frames."""
+    first, last = chain[0], chain[len(chain) - 1]
     first_forward, last_forward = first.forward, last.forward
-    before = state.halo if state.rank > 0 else 0
-    after = state.halo if state.rank < state.world_size - 1 else 0
+    before = halo if state.rank > 0 else 0
+    after = halo if state.rank < state.world_size - 1 else 0
 
     def drop_halo(volume: torch.Tensor) -> torch.Tensor:
         return volume[:, :, before:volume.shape[2] - after]
 
     def forward_first(volume: torch.Tensor) -> torch.Tensor:
-        out = first_forward(exchange_halo(volume, state.halo, state.group))
+        out = first_forward(exchange_halo(volume, halo, state.group))
         return drop_halo(out) if first is last else out
 
     first.forward = forward_first
