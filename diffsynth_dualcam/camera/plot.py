@@ -97,12 +97,7 @@ def plot_trajectory(trajectory: CameraTrajectory, path: str | Path, title: str |
         mappable = draw_trajectory(axis, relative, horizontal, vertical, depth)
         axis.plot(*relative.centres[0, [horizontal, vertical]], marker="*", markersize=15, color="crimson", zorder=5,
                   label="first frame")
-        axis.autoscale_view()
-        axis.set_aspect("equal", adjustable="datalim")
-        if invert:
-            axis.invert_yaxis()
-        axis.set(title=panel_title, xlabel=labels[0], ylabel=labels[1])
-        axis.grid(alpha=0.3)
+        style_view(axis, panel_title, labels, invert)
         axis.legend(loc="best", fontsize=8)
     figure.colorbar(mappable, ax=list(axes), label="frame", shrink=0.85)
     figure.suptitle(title or _summary(relative))
@@ -119,3 +114,13 @@ def _summary(relative: CameraTrajectory) -> str:
     turn = float(np.degrees(Rotation.from_matrix(relative.c2w[:, :3, :3]).magnitude()).max())
     zoom = float(relative.intrinsics[-1, 0] / relative.intrinsics[0, 0])
     return f"{len(relative)} frames, path length {path_length:.3g}, largest turn {turn:.1f}°, focal x{zoom:.2f}"
+
+
+def style_view(axis: Axes, title: str, labels: tuple[str, str], invert: bool) -> None:
+    """Finish one panel of ``VIEWS``: fitted equal-aspect axes (y down when ``invert``), title, labels and grid."""
+    axis.autoscale_view()
+    axis.set_aspect("equal", adjustable="datalim")
+    if invert:
+        axis.invert_yaxis()
+    axis.set(title=title, xlabel=labels[0], ylabel=labels[1])
+    axis.grid(alpha=0.3)

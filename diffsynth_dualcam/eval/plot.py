@@ -12,7 +12,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from diffsynth_dualcam.camera import CameraTrajectory
-from diffsynth_dualcam.camera.plot import VIEWS, draw_trajectory, frustum_depth
+from diffsynth_dualcam.camera.plot import VIEWS, draw_trajectory, frustum_depth, style_view
 from diffsynth_dualcam.eval.metrics import CONVENTIONS, Normalization, pose_errors
 from diffsynth_dualcam.io import atomic_write
 
@@ -47,12 +47,7 @@ def plot_comparison(
         axis.add_collection(LineCollection(pairs, colors="0.4", linewidths=0.6, label="centre error"))
         axis.plot(*requested.centres[0, [horizontal, vertical]], marker="*", markersize=13, color="crimson",
                   zorder=5, label="frame 0")
-        axis.autoscale_view()
-        axis.set_aspect("equal", adjustable="datalim")
-        if invert:
-            axis.invert_yaxis()
-        axis.set(title=panel_title, xlabel=labels[0], ylabel=labels[1])
-        axis.grid(alpha=0.3)
+        style_view(axis, panel_title, labels, invert)
     axes[0].legend(loc="best", fontsize=8)
 
     curves = axes[2]
