@@ -1,9 +1,10 @@
 """Classifier-free guidance as one batched DiT call (``cfg_merge``) against two calls, through the pipeline's code.
 
 Both sides run ``DualCamCtrlPipeline.guided_velocity`` on the same inputs, the merged side after the pipeline's
-``DualCamUnit_CfgMerger`` stacked the conditioning; the results are checked to agree before timing. Goal: the
-merged call is at least 1.3x faster on a GPU and not slower on the CPU, where batching saves no arithmetic (the
-DiT's ``ContiguousCrossAttention`` keeps the batch-2 context slices off a slower ``bmm`` path).
+``DualCamUnit_CfgMerger`` stacked the two prompt contexts (the shared inputs stay batch 1); the results are checked
+to agree before timing. Goal: the merged call is at least 1.3x faster on a GPU and not slower on the CPU, where
+batching saves no arithmetic and the gain is the work before each branch's first cross-attention, which the merged
+call does once (docs/performance.md).
 
     .venv/bin/python benchmarks/bench_cfg.py [--device cuda] [--size mid|full] [--repeats 5]
 """

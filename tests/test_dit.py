@@ -220,6 +220,60 @@ def test_shared_timestep_and_cached_camera_broadcast_over_the_batch():
     torch.testing.assert_close(cached_depth, depth, rtol=1e-5, atol=1e-5)
 
 
+SHARED_INPUTS = ("x", "depth_latents", "timestep", "clip_feature", "y", "depth_y", "camera_latents")
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"use_gate_3d_linear": True, "update": True},
+    {"use_gate_3d_linear": False},
+    {"control_block_index": [2, 3], "rgb_inject_blocks": [2], "depth_inject_blocks": [3]},
+    {"has_image_input": False, "in_dim": 16},
+], ids=["sigma", "stack", "linear", "depth-from-block-2", "no-image"])
+@torch.no_grad()
+def test_inputs_of_batch_one_are_shared_by_every_context(overrides):
+    dit, inputs = make_dit(**overrides), make_inputs(batch=1, seed=6)
+    if not dit.has_image_input:
+        inputs.pop("clip_feature")
+        inputs.update(y=None, depth_y=None)
+    contexts = torch.cat([inputs["context"], torch.randn(2, *inputs["context"].shape[1:])])
+    repeated = {name: None if value is None else value.repeat(3, *[1] * (value.ndim - 1))
+                for name, value in inputs.items()}
+    expected = dit(**{**repeated, "context": contexts})
+    shared = dit(**{**inputs, "context": contexts})
+    for ours, reference in zip(shared, expected):
+        assert ours.shape == reference.shape == (3, 16, FRAMES, HEIGHT, WIDTH)
+        torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_shared_inputs_run_everything_before_the_first_cross_attention_once():
+    dit, inputs = make_dit(), make_inputs(batch=1, seed=7)
+    batches: dict[str, list[int]] = {}
+
+    def record(name):
+        return lambda module, args: batches.setdefault(name, []).append(args[0].shape[0])
+
+    hooks = [dit.patch_embedding.register_forward_pre_hook(record("patch_embedding")),
+             dit.rgb_zero_inits[0].register_forward_pre_hook(record("first_fusion"))]
+    for branch, blocks in (("rgb", dit.blocks), ("depth", dit.control_blocks)):
+        for index, block in enumerate(blocks):
+            hooks.append(block.self_attn.register_forward_pre_hook(record(f"{branch}_self_attn_{index}")))
+    dit(**{**inputs, "context": inputs["context"].repeat(2, 1, 1)})
+    for hook in hooks:
+        hook.remove()
+    assert batches["patch_embedding"] == [1, 1] and batches["first_fusion"] == [1]
+    assert batches["rgb_self_attn_0"] == batches["depth_self_attn_0"] == [1]
+    assert batches["rgb_self_attn_1"] == batches["depth_self_attn_1"] == [2]
+
+
+def test_inputs_of_other_batches_are_refused():
+    inputs = make_inputs(batch=2)
+    inputs["context"] = torch.randn(3, *inputs["context"].shape[1:])
+    with pytest.raises(ValueError, match=r"batch 3 or 1 .*'x': 2"):
+        make_dit()(**inputs)
+
+
 @torch.no_grad()
 def test_upstream_patchify_drops_the_batch_and_the_subclass_keeps_it():
     dit = make_dit()

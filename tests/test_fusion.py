@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from diffsynth_dualcam.models import LinearFusion, SigmaFusion, StackFusion, tokens_to_volume, volume_to_tokens
+from diffsynth_dualcam.models.fusion import PointwiseConv3d
 
 
 def randomize(module: torch.nn.Module, seed: int = 0) -> None:
@@ -162,3 +163,17 @@ def test_fresh_stack_fusion_adds_nothing_and_its_frame_gates_start_at_one_half()
     torch.testing.assert_close(block(volume), volume + half_update)
     out = fusion(torch.randn(1, 18, 16), torch.randn(1, 18, 16), (2, 3, 3))
     assert torch.equal(out, torch.zeros_like(out))
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_pointwise_convolution_equals_conv3d_and_keeps_tokens_channels_last(bias):
+    torch.manual_seed(3)
+    conv = PointwiseConv3d(8, 5, bias=bias)
+    assert isinstance(conv, torch.nn.Conv3d) and conv.weight.shape == (5, 8, 1, 1, 1)
+    tokens = torch.randn(2, 3 * 4 * 5, 8)
+    volume = tokens_to_volume(tokens, (3, 4, 5))
+    for layout in (volume, volume.contiguous()):
+        out = conv(layout)
+        torch.testing.assert_close(out, F.conv3d(layout, conv.weight, conv.bias), rtol=1e-5, atol=1e-6)
+    assert conv(volume).is_contiguous(memory_format=torch.channels_last_3d)
+    assert volume_to_tokens(conv(volume)).is_contiguous()

@@ -107,7 +107,11 @@ def _outputs(dit: DualCamCtrlDiT, kind: str) -> dict[str, torch.Tensor]:
     for index, (batch, frames, cached_camera) in enumerate(_cases(kind)):
         rgb, depth = _forward(dit, _inputs(batch, frames, seed=index), cached_camera)
         outputs[f"{index}_rgb"], outputs[f"{index}_depth"] = rgb, depth
-    outputs.update(_cached_sampling(dit, frames=_cases(kind)[1][1]))
+    # Merged guidance: latents, conditioning and camera of batch 1 shared by two contexts.
+    frames = _cases(kind)[1][1]
+    shared = {**_inputs(batch=1, frames=frames, seed=5), "context": _inputs(batch=2, frames=frames, seed=6)["context"]}
+    outputs["shared_rgb"], outputs["shared_depth"] = _forward(dit, shared, cached_camera=True)
+    outputs.update(_cached_sampling(dit, frames=frames))
     return outputs
 
 
@@ -292,10 +296,12 @@ def test_xfuser_attention_gets_each_ranks_heads_and_its_output_is_used(tmp_path:
     shard_shape = [1, even_frames // WORLD_SIZE * TOKENS_PER_FRAME, config["num_heads"],
                    config["dim"] // config["num_heads"]]
     for outputs in results:
-        # The even forward and every computed sampling step (6 frames: 3 + 3) call it, the 7-frame forward not.
+        # The even forward, the shared-input forward and every computed sampling step (6 frames: 3 + 3) call it,
+        # the 7-frame forward not. With shared inputs the first self-attention of each branch runs on batch 1.
         calls = outputs["xfuser_calls"].tolist()
-        assert len(calls) == attentions * (1 + int(expected["cached_computed"]))
-        assert all(call == shard_shape for call in calls)
+        assert len(calls) == attentions * (2 + int(expected["cached_computed"]))
+        assert all(call[1:] == shard_shape[1:] for call in calls)
+        assert [call[0] for call in calls].count(2) == attentions - 2
         assert (outputs["zeroed_attention_rgb"] - expected["1_rgb"]).abs().max() > 1e-2
         assert not outputs["auto_uses_xfuser"]
 

@@ -14,7 +14,7 @@ from diffsynth_dualcam.camera import CameraTrajectory, pack_plucker
 from diffsynth_dualcam.pipeline import DualCamCtrlPipeline
 from diffsynth_dualcam.pipeline.dualcam import DIRECT_MODEL_SOURCE
 from diffsynth_dualcam.pipeline.inputs import cover_resize, prepare_depth, prepare_image
-from diffsynth_dualcam.pipeline.units import DualCamUnit_ImageEmbedderVAE
+from diffsynth_dualcam.pipeline.units import DualCamUnit_CfgMerger, DualCamUnit_ImageEmbedderVAE
 from diffsynth_dualcam.testing import tiny_model_source, tiny_pipeline
 
 HEIGHT, WIDTH, FRAMES, STEPS = 64, 96, 5, 2
@@ -111,6 +111,19 @@ def test_batched_guidance_equals_unbatched(pipe, image, depth, reference):
     unbatched = generate(pipe, input_image=image, input_depth=depth, camera=orbit(), cfg_merge=False)
     torch.testing.assert_close(unbatched.latents, reference.latents, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(unbatched.depth_latents, reference.depth_latents, rtol=1e-4, atol=1e-5)
+
+
+def test_merged_guidance_stacks_only_the_prompt_contexts():
+    shared = {"cfg_merge": True, "cfg_scale": 5.0, "latents": torch.randn(1, 16, 3, 4, 6),
+              "y": torch.randn(1, 16, 3, 4, 6), "clip_feature": torch.randn(1, 257, 1280)}
+    positive, negative = {"context": torch.randn(1, 7, 32)}, {"context": torch.randn(1, 7, 32)}
+    expected_context = torch.cat([positive["context"], negative["context"]])
+    merged, merged_positive, merged_negative = DualCamUnit_CfgMerger().process(
+        None, dict(shared), dict(positive), dict(negative))
+    assert torch.equal(merged["context"], expected_context)
+    assert merged_positive == merged_negative == {}
+    for name in ("latents", "y", "clip_feature"):
+        assert merged[name] is shared[name]
 
 
 def test_unguided_merge_setting_makes_no_difference(pipe, image, depth):

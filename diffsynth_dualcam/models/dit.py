@@ -34,6 +34,19 @@ def _check_block_list(
     return blocks
 
 
+def _common_batch(inputs: dict[str, torch.Tensor | None]) -> int:
+    """The batch B of a DiT call: every given input has batch B or 1 (shared by all samples)."""
+    sizes = {name: value.shape[0] for name, value in inputs.items() if value is not None and value.ndim > 0}
+    batch = max(sizes.values())
+    mismatched = {name: size for name, size in sizes.items() if size not in (1, batch)}
+    if mismatched:
+        raise ValueError(
+            f"DiT inputs must have batch {batch} or 1 (1: shared by every sample), got {mismatched} "
+            f"(all batches: {sizes})"
+        )
+    return batch
+
+
 #: Leading tokens of a cross-attention context that are CLIP image tokens (the rest are text tokens).
 CLIP_TOKENS = 257
 
@@ -47,12 +60,14 @@ class ContiguousCrossAttention(CrossAttention):
     """
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Attend from tokens ``x`` [B, N, C] to the context ``y`` [B, (257 +) L, C]."""
+        """Attend from tokens ``x`` [B or 1, N, C] to the context ``y`` [B, (257 +) L, C]."""
         if self.has_image_input:
             image_context, text_context = y[:, :CLIP_TOKENS].contiguous(), y[:, CLIP_TOKENS:].contiguous()
         else:
             image_context, text_context = None, y
         q = self.norm_q(self.q(x))
+        if q.shape[0] != y.shape[0]:
+            q = q.expand(y.shape[0], -1, -1)  # tokens shared by a guidance batch (see DualCamCtrlDiT.forward)
         out = self.attn(q, self.norm_k(self.k(text_context)), self.v(text_context))
         if image_context is not None:
             image_k = self.norm_k_img(self.k_img(image_context))
@@ -191,7 +206,12 @@ class DualCamCtrlDiT(WanModel):
         ], dim=-1).reshape(f * h * w, 1, -1).to(device)
 
     def _tokens(self, latents: torch.Tensor, condition: torch.Tensor | None, name: str) -> tuple[torch.Tensor, Grid]:
-        inputs = latents if condition is None else torch.cat([latents, condition], dim=1)
+        if condition is None:
+            inputs = latents
+        else:
+            batch = max(latents.shape[0], condition.shape[0])
+            inputs = torch.cat([latents.expand(batch, *latents.shape[1:]),
+                                condition.expand(batch, *condition.shape[1:])], dim=1)
         if inputs.ndim != 5 or inputs.shape[1] != self.in_dim:
             raise ValueError(
                 f"{name} (with its conditioning latents) must be [B, {self.in_dim}, T, H, W] together, "
@@ -220,16 +240,28 @@ class DualCamCtrlDiT(WanModel):
         ``y`` / ``depth_y`` are the first-frame conditioning latents of each branch, ``camera_latents`` packed
         Plücker maps, or ``camera_embedding`` their cached ``embed_camera`` tokens. ``step_cache`` may replace
         the block stack of both branches by its cached residuals (``diffsynth_dualcam.cache``).
+
+        Every input has batch B or 1; batch 1 is shared by all B samples. Guidance in one call gives the
+        latents, conditioning and timestep once and only the contexts twice: what precedes the first
+        cross-attention of each branch (embeddings, fusion, the first self-attention) then runs once, not B times.
         """
         if (y is None) != (depth_y is None):
             raise ValueError("give both y and depth_y (the RGB and depth conditioning latents) or neither")
+        batch = _common_batch({
+            "x": x, "depth_latents": depth_latents, "timestep": timestep, "context": context,
+            "clip_feature": clip_feature, "y": y, "depth_y": depth_y, "camera_latents": camera_latents,
+            "camera_embedding": camera_embedding,
+        })
         t_emb = self.time_embedding(sinusoidal_embedding_1d(self.freq_dim, timestep).to(x.dtype))
         t_mod = self.time_projection(t_emb).unflatten(1, (6, self.dim))
         ctx = self.text_embedding(context)
         if self.has_image_input:
             if clip_feature is None:
                 raise ValueError("clip_feature [B, 257, 1280] is required: this DiT was built with has_image_input")
-            ctx = torch.cat([self.img_emb(clip_feature), ctx], dim=1)
+            image_ctx = self.img_emb(clip_feature)
+            ctx = torch.cat([image_ctx.expand(batch, -1, -1), ctx.expand(batch, -1, -1)], dim=1)
+        else:
+            ctx = ctx.expand(batch, -1, -1)
 
         rgb, grid = self._tokens(x, y, "x")
         depth, depth_grid = self._tokens(depth_latents, depth_y, "depth_latents")
@@ -252,17 +284,22 @@ class DualCamCtrlDiT(WanModel):
                 module, use_gradient_checkpointing, use_gradient_checkpointing_offload, *args
             )
 
+        def fuse(fusion: nn.Module, rgb: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+            shared = max(rgb.shape[0], depth.shape[0])
+            return run(fusion, rgb.expand(shared, -1, -1), depth.expand(shared, -1, -1), grid)
+
         def run_blocks(rgb: torch.Tensor, depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            # A stream of batch 1 becomes batch B at its first cross-attention (DiTBlock broadcasts the residual).
             for index, block in enumerate(self.blocks):
                 if index in self.control_block_index:
                     if index in self.rgb_inject_blocks:
                         fusion = self.rgb_zero_inits[self.rgb_inject_blocks.index(index)]
-                        depth = depth + run(fusion, rgb, depth, grid)
+                        depth = depth + fuse(fusion, rgb, depth)
                     depth_block = self.control_blocks[self.control_block_index.index(index)]
                     depth = run(depth_block, depth, ctx, t_mod, freqs)
                     if index in self.depth_inject_blocks:
                         fusion = self.control_zero_inits[self.depth_inject_blocks.index(index)]
-                        rgb = rgb + run(fusion, rgb, depth, grid)
+                        rgb = rgb + fuse(fusion, rgb, depth)
                 rgb = run(block, rgb, ctx, t_mod, freqs)
             return rgb, depth
 
@@ -270,6 +307,7 @@ class DualCamCtrlDiT(WanModel):
             rgb, depth = run_blocks(rgb, depth)
         else:
             rgb, depth = step_cache(self, rgb, depth, t_mod, run_blocks)
+        rgb, depth = rgb.expand(batch, -1, -1), depth.expand(batch, -1, -1)
         return self.unpatchify(self.head(rgb, t_emb), grid), self.unpatchify(self.head(depth, t_emb), grid)
 
     def copy_rgb_blocks_to_depth(self) -> None:

@@ -27,8 +27,25 @@ def volume_to_tokens(volume: torch.Tensor) -> torch.Tensor:
     return rearrange(volume, "b c f h w -> b (f h w) c")
 
 
-def _pointwise(in_channels: int, out_channels: int) -> nn.Conv3d:
-    return nn.Conv3d(in_channels, out_channels, kernel_size=1, bias=False)
+class PointwiseConv3d(nn.Conv3d):
+    """A 1x1x1 ``Conv3d`` (same parameters and names) evaluated as a ``Linear`` over the channels.
+
+    ``tokens_to_volume`` gives a channels-last view of the tokens; a convolution reads it through a slow strided
+    path, while the ``Linear`` reads it in place and keeps the output channels-last, so the whole fusion runs
+    without a layout copy (about 4x faster on the CPU).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = False) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=1, bias=bias)
+
+    def forward(self, volume: torch.Tensor) -> torch.Tensor:
+        """[B, C_in, f, h, w] -> [B, C_out, f, h, w], channels-last in memory."""
+        channels_last = volume.permute(0, 2, 3, 4, 1)
+        return F.linear(channels_last, self.weight.flatten(1), self.bias).permute(0, 4, 1, 2, 3)
+
+
+def _pointwise(in_channels: int, out_channels: int) -> PointwiseConv3d:
+    return PointwiseConv3d(in_channels, out_channels)
 
 
 class SigmaFusion(nn.Module):
@@ -76,7 +93,7 @@ class FrameGatedBlock(nn.Module):
         super().__init__()
         self.dw = nn.Conv3d(channels, channels, kernel_size=3, padding=1, groups=channels, bias=False)
         self.pw = _pointwise(channels, channels)
-        self.frame_conv = nn.Conv3d(channels, channels, kernel_size=1)
+        self.frame_conv = PointwiseConv3d(channels, channels, bias=True)
         nn.init.xavier_uniform_(self.dw.weight)
         nn.init.xavier_uniform_(self.pw.weight)
         nn.init.zeros_(self.frame_conv.weight)

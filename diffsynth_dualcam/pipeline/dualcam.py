@@ -127,10 +127,8 @@ def model_fn_dualcamctrl(
     step_cache: StepCache | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One DiT call: velocities (RGB, depth). Latents are repeated to the conditioning batch (2 with merged CFG)."""
-    repeats = context.shape[0] // latents.shape[0]
-    if repeats > 1:
-        latents, depth_latents = latents.repeat(repeats, 1, 1, 1, 1), depth_latents.repeat(repeats, 1, 1, 1, 1)
+    """One DiT call: velocities (RGB, depth) of the context's batch (2 with merged CFG; inputs of batch 1 are
+    shared by both halves, so the DiT runs their batch-independent part once)."""
     return dit(
         latents, depth_latents, timestep, context, clip_feature=clip_feature, y=y, depth_y=depth_y,
         camera_embedding=camera_embedding, use_gradient_checkpointing=use_gradient_checkpointing,

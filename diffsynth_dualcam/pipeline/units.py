@@ -272,7 +272,11 @@ class DualCamUnit_StepCache(PipelineUnit):
 
 
 class DualCamUnit_CfgMerger(PipelineUnit):
-    """With ``cfg_merge``, stacks the positive and negative conditioning so that guidance takes one DiT call."""
+    """With ``cfg_merge``, stacks the positive and negative conditioning so that guidance takes one DiT call.
+
+    Only what differs between the two is stacked; the shared inputs keep batch 1, and the DiT computes what depends
+    on them alone once for both halves.
+    """
 
     concat_tensor_names = ("context", "clip_feature", "y", "depth_y")
 
@@ -287,6 +291,4 @@ class DualCamUnit_CfgMerger(PipelineUnit):
         for name in self.concat_tensor_names:
             if name in inputs_posi:
                 inputs_shared[name] = torch.cat([inputs_posi.pop(name), inputs_nega.pop(name)], dim=0)
-            elif inputs_shared.get(name) is not None:
-                inputs_shared[name] = torch.cat([inputs_shared[name]] * 2, dim=0)
         return inputs_shared, inputs_posi, inputs_nega
