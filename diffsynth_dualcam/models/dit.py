@@ -67,7 +67,8 @@ class ContiguousCrossAttention(CrossAttention):
             image_context, text_context = None, y
         q = self.norm_q(self.q(x))
         if q.shape[0] != y.shape[0]:
-            q = q.expand(y.shape[0], -1, -1)  # tokens shared by a guidance batch (see DualCamCtrlDiT.forward)
+            # Tokens shared by a guidance batch (see DualCamCtrlDiT.forward); attention kernels get a real batch.
+            q = q.expand(y.shape[0], -1, -1).contiguous()
         out = self.attn(q, self.norm_k(self.k(text_context)), self.v(text_context))
         if image_context is not None:
             image_k = self.norm_k_img(self.k_img(image_context))
