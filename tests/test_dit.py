@@ -267,6 +267,26 @@ def test_shared_inputs_run_everything_before_the_first_cross_attention_once():
     assert batches["rgb_self_attn_1"] == batches["depth_self_attn_1"] == [2]
 
 
+@pytest.mark.parametrize("camera", ["camera_latents", "camera_embedding", None])
+def test_every_block_of_both_branches_gets_a_contiguous_residual_stream(camera):
+    dit, inputs = make_dit(), make_inputs(batch=2, seed=3)
+    if camera == "camera_embedding":
+        inputs["camera_embedding"] = dit.embed_camera(inputs.pop("camera_latents"))
+    elif camera is None:
+        inputs.pop("camera_latents")
+    contiguous: dict[str, bool] = {}
+    hooks = [block.register_forward_pre_hook(
+        lambda module, args, name=f"{branch}_{index}": contiguous.__setitem__(name, args[0].is_contiguous()))
+        for branch, blocks in (("rgb", dit.blocks), ("depth", dit.control_blocks))
+        for index, block in enumerate(blocks)]
+    with torch.no_grad():
+        dit(**inputs)
+    for hook in hooks:
+        hook.remove()
+    assert len(contiguous) == len(dit.blocks) + len(dit.control_blocks)
+    assert all(contiguous.values()), contiguous
+
+
 def test_inputs_of_other_batches_are_refused():
     inputs = make_inputs(batch=2)
     inputs["context"] = torch.randn(3, *inputs["context"].shape[1:])

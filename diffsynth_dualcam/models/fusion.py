@@ -23,8 +23,12 @@ def tokens_to_volume(tokens: torch.Tensor, grid: Grid) -> torch.Tensor:
 
 
 def volume_to_tokens(volume: torch.Tensor) -> torch.Tensor:
-    """[B, C, f, h, w] volume -> [B, f*h*w, C] tokens in (f h w) order."""
-    return rearrange(volume, "b c f h w -> b (f h w) c")
+    """[B, C, f, h, w] volume -> contiguous [B, f*h*w, C] tokens in (f h w) order.
+
+    A channels-first volume would otherwise give a transposed view, and the residual stream of every block after it
+    would inherit that layout: strided elementwise ops and a copy before each layer norm.
+    """
+    return rearrange(volume, "b c f h w -> b (f h w) c").contiguous()
 
 
 class PointwiseConv3d(nn.Conv3d):
