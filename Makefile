@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench gpu-check clean
 
 $(STAMP): setup.py requirements.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+# On a machine with a GPU: the CUDA cases of the device tests, then the GPU benchmark table.
+gpu-check: $(STAMP)
+	$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check needs a CUDA device')"
+	$(PY) -m pytest tests/test_devices.py -v
+	$(PY) benchmarks/run_all.py --device cuda
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
