@@ -27,11 +27,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
-# On a machine with a GPU: the CUDA cases of the device tests, then the GPU benchmark table.
+# On a machine with a GPU: the CUDA cases of the device tests, then the GPU benchmark table (run even when a test
+# fails; the target fails if either does).
 gpu-check: $(STAMP)
 	$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check needs a CUDA device')"
-	$(PY) -m pytest tests/test_devices.py -v
-	$(PY) benchmarks/run_all.py --device cuda
+	$(PY) -m pytest tests/test_devices.py -v; tests=$$?; $(PY) benchmarks/run_all.py --device cuda && exit $$tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

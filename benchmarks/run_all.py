@@ -1,8 +1,11 @@
 """Run every benchmark, print the table and rewrite its section of benchmarks/README.md.
 
-    .venv/bin/python benchmarks/run_all.py                 # CPU table (about 16 minutes on 2 cores)
+    .venv/bin/python benchmarks/run_all.py                 # CPU table (about 25 minutes on 2 cores)
     .venv/bin/python benchmarks/run_all.py --device cuda   # GPU table, full-size models
     .venv/bin/python benchmarks/run_all.py --size tiny --repeats 1 --no-readme   # smoke run, seconds
+    .venv/bin/python benchmarks/run_all.py --only step,cfg   # some benchmarks, printed only
+
+A benchmark that fails gives a failure row and the others still run; the README is then left as it was.
 
 Each device has its own section in the README, between ``<!-- results:DEVICE:begin -->`` and
 ``<!-- results:DEVICE:end -->``; a run replaces only its device's section.
@@ -17,6 +20,7 @@ import platform
 import re
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -48,24 +52,57 @@ def plucker_row(device: str, size: str, repeats: int) -> Row:
     return Row(**bench_plucker.run(device, frames, height, width, 2 * repeats))
 
 
-def run_all(device: str = "cpu", size: str | None = None, repeats: int = 5) -> list[Row]:
-    """Every benchmark's rows, in table order. The Plücker, VAE and memory benchmarks run first: they measure fresh
-    allocations, which the allocator setting the DiT timings apply on the CPU (for good) would hide."""
+#: Benchmark names in the order they run: the Plücker, VAE and memory benchmarks first, since they measure fresh
+#: allocations, which the allocator setting the DiT timings apply on the CPU (for good) would hide.
+RUN_ORDER = ("plucker", "vae", "memory", "step", "cfg", "cache", "generate")
+#: The order of their rows in the table.
+TABLE_ORDER = ("step", "cfg", "plucker", "cache", "vae", "generate", "memory")
+
+
+def benchmark_runners(device: str, size: str, repeats: int) -> dict[str, Callable[[], list[Row]]]:
+    """Each benchmark by name: a function giving its table rows. The step and guidance benchmarks get twice the
+    rounds: their goals bound a ratio within a few percent of what the design gives, about the spread of single
+    rounds on a shared machine."""
+    return {
+        "plucker": lambda: [plucker_row(device, size, repeats)],
+        "vae": lambda: bench_vae.run(device, size=size, repeats=repeats),
+        "memory": lambda: bench_memory.run(device, size=size if size in bench_memory.VIDEO else None),
+        "step": lambda: [bench_step.run(device, size=size, repeats=2 * repeats)],
+        "cfg": lambda: [bench_cfg.run(device, size=size, repeats=2 * repeats)],
+        "cache": lambda: [bench_cache.run(device, size=size, steps=CACHE_STEPS.get(size, 8))],
+        "generate": lambda: [bench_generate.run(device, steps=GENERATE_STEPS.get(size, 20), repeats=repeats)],
+    }
+
+
+def failure_row(name: str, error: Exception, device: str) -> Row:
+    """The table row of a benchmark that raised ``error``."""
+    message = " ".join(f"{type(error).__name__}: {error}".split())
+    return Row(benchmark=f"{name} (failed)", measured=message[:300], baseline="-", ratio=math.nan, target="-",
+               met=False, device=device)
+
+
+def run_all(device: str = "cpu", size: str | None = None, repeats: int = 5, only: Sequence[str] | None = None,
+            report: Callable[[str, list[Row]], None] | None = None) -> tuple[list[Row], list[str]]:
+    """The rows of every benchmark (or of those named in ``only``) in table order, and the names of those that
+    failed: a benchmark that raises gives one failure row and the others still run. ``report(name, rows)`` is
+    called as each one finishes."""
     _, _, size = resolve(device, None, size)
-    plucker = plucker_row(device, size, repeats)
-    vae = bench_vae.run(device, size=size, repeats=repeats)
-    memory = bench_memory.run(device, size=size if size in bench_memory.VIDEO else None)
-    return [
-        # Twice the rounds: their goals bound a ratio within a few percent of what the design gives, about the
-        # spread of single rounds on a shared machine.
-        bench_step.run(device, size=size, repeats=2 * repeats),
-        bench_cfg.run(device, size=size, repeats=2 * repeats),
-        plucker,
-        bench_cache.run(device, size=size, steps=CACHE_STEPS.get(size, 8)),
-        *vae,
-        bench_generate.run(device, steps=GENERATE_STEPS.get(size, 20), repeats=repeats),
-        *memory,
-    ]
+    runners = benchmark_runners(device, size, repeats)
+    selected = RUN_ORDER if only is None else tuple(only)
+    unknown = [name for name in selected if name not in runners]
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {unknown}: choose from {', '.join(RUN_ORDER)}")
+    results: dict[str, list[Row]] = {}
+    failed: list[str] = []
+    for name in (name for name in RUN_ORDER if name in selected):
+        try:
+            results[name] = runners[name]()
+        except Exception as error:  # one benchmark's failure must not lose the others' results
+            results[name] = [failure_row(name, error, device)]
+            failed.append(name)
+        if report is not None:
+            report(name, results[name])
+    return [row for name in TABLE_ORDER if name in results for row in results[name]], failed
 
 
 def format_table(rows: list[Row]) -> str:
@@ -118,12 +155,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds of each side (medians are reported)")
     parser.add_argument("--readme", type=Path, default=README, help="README whose table section to rewrite")
     parser.add_argument("--no-readme", action="store_true", help="print the table only")
+    parser.add_argument("--only", type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+                        default=None, metavar="NAMES",
+                        help=f"comma-separated benchmarks to run ({', '.join(RUN_ORDER)}); prints only, the README "
+                             "keeps its full table")
     args = parser.parse_args(argv)
     resolve(args.device, None, args.size)  # a CUDA request without a GPU fails here, before any benchmark runs
+    if args.only is not None:
+        unknown = [name for name in args.only if name not in RUN_ORDER]
+        if unknown or not args.only:
+            parser.error(f"--only takes names from {', '.join(RUN_ORDER)}, got {args.only}")
     header = machine_description(args.device)
-    rows = run_all(args.device, args.size, args.repeats)
+
+    def report(name: str, rows: list[Row]) -> None:
+        for row in rows:
+            print(f"[{name}] {row.benchmark}: {row.measured}", flush=True)
+
+    rows, failed = run_all(args.device, args.size, args.repeats, only=args.only, report=report)
     print(header + "\n\n" + format_table(rows))
-    if not args.no_readme:
+    if failed:
+        print(f"failed: {', '.join(failed)}; the README is left as it was", file=sys.stderr)
+        return 1
+    if args.only is None and not args.no_readme:
         write_readme(args.readme, args.device, header, rows)
         print(f"table written to {args.readme}")
     return 0

@@ -59,6 +59,55 @@ def test_run_all_prints_the_table_and_rewrites_only_its_readme_section(tmp_path:
     assert f"table written to {readme}" in printed
 
 
+def fake_runners(calls: list[str]):
+    """Benchmark runners that record their order and give one row each; ``cfg`` raises."""
+    def runner(name: str):
+        def run() -> list[Row]:
+            calls.append(name)
+            if name == "cfg":
+                raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
+            return [Row(benchmark=f"{name} row", measured="1 s", baseline="2 s", ratio=0.5, target="report",
+                        met=None, device="cpu")]
+        return run
+    return lambda device, size, repeats: {name: runner(name) for name in run_all.RUN_ORDER}
+
+
+def test_a_failing_benchmark_gives_a_failure_row_and_leaves_the_readme(tmp_path: Path, capsys, monkeypatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(run_all, "benchmark_runners", fake_runners(calls))
+    readme = tmp_path / "README.md"
+    shutil.copy(BENCHMARKS / "README.md", readme)
+    before = readme.read_text()
+    assert run_all.main(["--size", "tiny", "--readme", str(readme)]) == 1
+    captured = capsys.readouterr()
+    assert calls == list(run_all.RUN_ORDER)  # the benchmarks after the failing one still ran
+    rows = [line for line in captured.out.splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[0][2:] for row in rows] == [
+        "cfg (failed)" if name == "cfg" else f"{name} row" for name in run_all.TABLE_ORDER]
+    assert "RuntimeError: CUDA out of memory. Tried to allocate 2 GiB" in captured.out
+    assert "[step] step row: 1 s" in captured.out  # each benchmark is reported as it finishes
+    assert "failed: cfg" in captured.err
+    assert readme.read_text() == before
+
+
+def test_only_runs_the_named_benchmarks_and_prints_only(tmp_path: Path, capsys, monkeypatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(run_all, "benchmark_runners", fake_runners(calls))
+    readme = tmp_path / "README.md"
+    shutil.copy(BENCHMARKS / "README.md", readme)
+    before = readme.read_text()
+    assert run_all.main(["--size", "tiny", "--only", "step,plucker", "--readme", str(readme)]) == 0
+    assert calls == ["plucker", "step"]  # in run order, whatever order they were named in
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[0][2:] for row in rows] == ["step row", "plucker row"]
+    assert readme.read_text() == before
+    with pytest.raises(SystemExit):
+        run_all.main(["--size", "tiny", "--only", "step,warp"])
+    assert "--only takes names from plucker, vae" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"unknown benchmark\(s\) \['warp'\]"):
+        run_all.run_all("cpu", "tiny", only=["warp"])
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error given without a GPU")
 def test_cuda_without_a_gpu_fails_before_any_benchmark_runs(monkeypatch) -> None:
     def must_not_run(*args, **kwargs):
