@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench gpu-check clean
+.PHONY: install demo test lint bench gpu-check wheelhouse clean
 
 $(STAMP): setup.py requirements.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,10 +28,15 @@ bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
 # On a machine with a GPU: the CUDA cases of the device tests, then the GPU benchmark table (run even when a test
-# fails; the target fails if either does).
+# fails; the target fails if either does). Logs and the READMEs with the GPU table go to outputs/gpu-check.
 gpu-check: $(STAMP)
-	$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check needs a CUDA device')"
-	$(PY) -m pytest tests/test_devices.py -v; tests=$$?; $(PY) benchmarks/run_all.py --device cuda && exit $$tests
+	$(PY) benchmarks/gpu_check.py run
+
+# Wheels a PyTorch GPU machine without internet lacks, for its Python (WHEEL_PYTHON), into .whl/; there run
+# `python3 benchmarks/gpu_check.py run --wheelhouse .whl`.
+WHEEL_PYTHON ?= 3.12
+wheelhouse: $(STAMP)
+	$(PY) benchmarks/gpu_check.py wheelhouse --python-version $(WHEEL_PYTHON)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,4 +1,4 @@
-"""Run every benchmark, print the table and rewrite its section of benchmarks/README.md.
+"""Run every benchmark, print the table and rewrite its section of benchmarks/README.md and of README.md.
 
     .venv/bin/python benchmarks/run_all.py                 # CPU table (about 25 minutes on 2 cores)
     .venv/bin/python benchmarks/run_all.py --device cuda   # GPU table, full-size models
@@ -7,8 +7,8 @@
 
 A benchmark that fails gives a failure row and the others still run; the README is then left as it was.
 
-Each device has its own section in the README, between ``<!-- results:DEVICE:begin -->`` and
-``<!-- results:DEVICE:end -->``; a run replaces only its device's section.
+Each device has its own section in each README, between ``<!-- results:DEVICE:begin -->`` and
+``<!-- results:DEVICE:end -->``; a run replaces only its device's sections.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ import os
 import platform
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -36,7 +35,10 @@ import bench_step  # noqa: E402
 import bench_vae  # noqa: E402
 from common import SIZES, Row, resolve  # noqa: E402
 
-README = Path(__file__).resolve().parent / "README.md"
+from diffsynth_dualcam.io import atomic_write  # noqa: E402
+
+#: The READMEs that hold the tables: the benchmarks' own and the project's.
+READMES = (Path(__file__).resolve().parent / "README.md", Path(__file__).resolve().parents[1] / "README.md")
 COLUMNS = ("Benchmark", "Measured", "Baseline", "Ratio (what it is)", "Target", "Met")
 #: Plücker sizes: the goal's 81 frames at 480x832, and a small map for the smoke run.
 PLUCKER_SIZES = {"tiny": (9, 32, 48)}
@@ -62,13 +64,15 @@ TABLE_ORDER = ("step", "cfg", "plucker", "cache", "vae", "generate", "memory")
 def benchmark_runners(device: str, size: str, repeats: int) -> dict[str, Callable[[], list[Row]]]:
     """Each benchmark by name: a function giving its table rows. The step and guidance benchmarks get twice the
     rounds: their goals bound a ratio within a few percent of what the design gives, about the spread of single
-    rounds on a shared machine."""
+    rounds on a shared machine. On a GPU at full size guidance is also timed at the mid size: a batch-1 call of the
+    full-size DiT already fills a large GPU, so where merging pays shows at the smaller size."""
+    cfg_sizes = [size, "mid"] if device.startswith("cuda") and size == "full" else [size]
     return {
         "plucker": lambda: [plucker_row(device, size, repeats)],
         "vae": lambda: bench_vae.run(device, size=size, repeats=repeats),
         "memory": lambda: bench_memory.run(device, size=size if size in bench_memory.VIDEO else None),
         "step": lambda: [bench_step.run(device, size=size, repeats=2 * repeats)],
-        "cfg": lambda: [bench_cfg.run(device, size=size, repeats=2 * repeats)],
+        "cfg": lambda: [bench_cfg.run(device, size=cfg_size, repeats=2 * repeats) for cfg_size in cfg_sizes],
         "cache": lambda: [bench_cache.run(device, size=size, steps=CACHE_STEPS.get(size, 8))],
         "generate": lambda: [bench_generate.run(device, steps=GENERATE_STEPS.get(size, 20), repeats=repeats)],
     }
@@ -138,13 +142,9 @@ def replace_section(text: str, device: str, body: str) -> str:
     return pattern.sub(lambda _: f"{begin}\n{body}\n{end}", text)
 
 
-def write_readme(path: Path, device: str, header: str, rows: list[Row]) -> None:
-    """Rewrite the device's table section of ``path`` with ``header`` and the table (atomically)."""
-    section = header + "\n\n" + format_table(rows)
-    text = replace_section(path.read_text(), "cuda" if device.startswith("cuda") else "cpu", section)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
+def section_name(device: str) -> str:
+    """The README section of a device: ``cuda`` for any GPU, else ``cpu``."""
+    return "cuda" if device.startswith("cuda") else "cpu"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", choices=SIZES, default=None,
                         help="model and latent size (default: mid on the CPU, full on a GPU; tiny: smoke run)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds of each side (medians are reported)")
-    parser.add_argument("--readme", type=Path, default=README, help="README whose table section to rewrite")
+    parser.add_argument("--readme", type=Path, action="append", default=None,
+                        help="README whose table section to rewrite (repeatable; default: benchmarks/README.md and "
+                             "README.md)")
     parser.add_argument("--no-readme", action="store_true", help="print the table only")
     parser.add_argument("--only", type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
                         default=None, metavar="NAMES",
@@ -165,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [name for name in args.only if name not in RUN_ORDER]
         if unknown or not args.only:
             parser.error(f"--only takes names from {', '.join(RUN_ORDER)}, got {args.only}")
+    readmes = [] if args.only is not None or args.no_readme else (args.readme or list(READMES))
+    for path in readmes:  # a README without its markers fails now, not after the benchmarks ran
+        try:
+            replace_section(path.read_text(), section_name(args.device), "")
+        except (OSError, ValueError) as error:
+            parser.error(f"--readme {path}: {error}")
     header = machine_description(args.device)
 
     def report(name: str, rows: list[Row]) -> None:
@@ -176,9 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"failed: {', '.join(failed)}; the README is left as it was", file=sys.stderr)
         return 1
-    if args.only is None and not args.no_readme:
-        write_readme(args.readme, args.device, header, rows)
-        print(f"table written to {args.readme}")
+    for path in readmes:
+        atomic_write(path, replace_section(path.read_text(), section_name(args.device),
+                                           header + "\n\n" + format_table(rows)).encode())
+        print(f"table written to {path}")
     return 0
 
 

@@ -13,6 +13,7 @@ import torch
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
+import bench_cfg  # noqa: E402
 import bench_memory  # noqa: E402
 import run_all  # noqa: E402
 from common import (  # noqa: E402
@@ -61,15 +62,13 @@ def test_run_all_prints_the_table_and_rewrites_only_its_readme_section(tmp_path:
 
 def fake_runners(calls: list[str]):
     """Benchmark runners that record their order and give one row each; ``cfg`` raises."""
-    def runner(name: str):
-        def run() -> list[Row]:
-            calls.append(name)
-            if name == "cfg":
-                raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
-            return [Row(benchmark=f"{name} row", measured="1 s", baseline="2 s", ratio=0.5, target="report",
-                        met=None, device="cpu")]
-        return run
-    return lambda device, size, repeats: {name: runner(name) for name in run_all.RUN_ORDER}
+    def failing_cfg() -> list[Row]:
+        calls.append("cfg")
+        raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
+
+    def runners(device: str, size: str, repeats: int):
+        return {**passing_runners(calls)(device, size, repeats), "cfg": failing_cfg}
+    return runners
 
 
 def test_a_failing_benchmark_gives_a_failure_row_and_leaves_the_readme(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -88,6 +87,56 @@ def test_a_failing_benchmark_gives_a_failure_row_and_leaves_the_readme(tmp_path:
     assert "[step] step row: 1 s" in captured.out  # each benchmark is reported as it finishes
     assert "failed: cfg" in captured.err
     assert readme.read_text() == before
+
+
+def passing_runners(calls: list[str]):
+    """Benchmark runners that record their order and give one row each."""
+    def runner(name: str):
+        def run() -> list[Row]:
+            calls.append(name)
+            return [Row(benchmark=f"{name} row", measured="1 s", baseline="2 s", ratio=0.5, target="report",
+                        met=None, device="cpu")]
+        return run
+    return lambda device, size, repeats: {name: runner(name) for name in run_all.RUN_ORDER}
+
+
+def test_every_readme_gets_the_table_and_a_readme_without_markers_fails_first(tmp_path: Path, capsys,
+                                                                               monkeypatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(run_all, "benchmark_runners", passing_runners(calls))
+    copies = [tmp_path / f"{index}.md" for index in range(len(run_all.READMES))]
+    for source, copy in zip(run_all.READMES, copies):
+        shutil.copy(source, copy)
+    befores = [copy.read_text() for copy in copies]
+    assert run_all.main(["--size", "tiny", *[f"--readme={copy}" for copy in copies]]) == 0
+    for copy, before in zip(copies, befores):
+        after = copy.read_text()
+        section = after.split("<!-- results:cpu:begin -->")[1].split("<!-- results:cpu:end -->")[0]
+        assert "| step row | 1 s | 2 s | 0.50 | report | - |" in section and "load average" in section
+        assert after.split("<!-- results:cpu:begin -->")[0] == before.split("<!-- results:cpu:begin -->")[0]
+        assert after.split("<!-- results:cpu:end -->")[1] == before.split("<!-- results:cpu:end -->")[1]
+    # The project's READMEs hold a section for each device.
+    for readme in run_all.READMES:
+        for device in ("cpu", "cuda"):
+            run_all.replace_section(readme.read_text(), device, "")
+    # A README that cannot take the table stops the run before any benchmark, and no README is written.
+    calls.clear()
+    unmarked = tmp_path / "unmarked.md"
+    unmarked.write_text("# no table here\n")
+    written = [copy.read_text() for copy in copies]
+    with pytest.raises(SystemExit):
+        run_all.main(["--size", "tiny", "--readme", str(copies[0]), "--readme", str(unmarked)])
+    assert f"--readme {unmarked}: <!-- results:cpu:begin -->" in capsys.readouterr().err
+    assert calls == [] and [copy.read_text() for copy in copies] == written
+
+
+def test_guidance_on_a_gpu_at_full_size_is_also_timed_at_the_mid_size(monkeypatch) -> None:
+    sizes: list[str] = []
+    monkeypatch.setattr(run_all.bench_cfg, "run", lambda device, size, repeats: sizes.append(size) or size)
+    assert run_all.benchmark_runners("cuda", "full", 3)["cfg"]() == ["full", "mid"]
+    assert run_all.benchmark_runners("cuda:1", "mid", 3)["cfg"]() == ["mid"]
+    assert run_all.benchmark_runners("cpu", "mid", 3)["cfg"]() == ["mid"]
+    assert sizes == ["full", "mid", "mid", "mid"]
 
 
 def test_only_runs_the_named_benchmarks_and_prints_only(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -214,3 +263,32 @@ def test_peak_memory_is_not_masked_by_memory_the_parent_kept() -> None:
     result = subprocess.run([sys.executable, "-c", KEPT_MEMORY_SCRIPT, str(BENCHMARKS)], capture_output=True,
                             text=True, timeout=120, check=True)
     assert 0.9 <= float(result.stdout.split()[-1]) <= 1.5
+
+
+def test_full_size_memory_benchmark_builds_the_released_model_sizes_in_bf16() -> None:
+    """Built on the meta device (no memory): the parameter counts of docs/performance.md's weight table."""
+    expected_billions = {"dit": 3.25, "text_encoder": 5.68, "vae": 0.127, "image_encoder": 0.632}
+    built = {}
+    for name, model in bench_memory.random_models("full", torch.device("meta"), torch.bfloat16):
+        parameters = list(model.parameters())
+        assert {p.dtype for p in parameters} == {torch.bfloat16} and {p.device.type for p in parameters} == {"meta"}
+        assert not any(p.requires_grad for p in parameters)
+        built[name] = sum(p.numel() for p in parameters) / 1e9
+    assert built == pytest.approx(expected_billions, rel=5e-3)
+
+
+def test_guidance_agreement_check_bounds_the_relative_error_of_each_branch() -> None:
+    generator = torch.Generator().manual_seed(0)
+    separate = tuple(torch.randn(1, 16, 5, 6, 8, generator=generator) for _ in range(2))
+    bench_cfg.check_agreement(separate, tuple(v.clone() for v in separate), torch.float32)
+    # Rounding to bf16 (about 0.2% relative) is within the bf16 bound, not within the float32 one.
+    rounded = tuple(v.bfloat16() for v in separate)
+    bench_cfg.check_agreement(separate, rounded, torch.bfloat16)
+    with pytest.raises(ValueError, match="on the rgb branch: relative error .* > 1e-04"):
+        bench_cfg.check_agreement(separate, rounded, torch.float32)
+    # A 5% perturbation of the depth branch is a different function, even in bf16; so is a NaN.
+    perturbed = (separate[0], separate[1] + 0.05 * torch.randn(separate[1].shape, generator=generator))
+    with pytest.raises(ValueError, match="on the depth branch"):
+        bench_cfg.check_agreement(separate, perturbed, torch.bfloat16)
+    with pytest.raises(ValueError, match="on the rgb branch: relative error nan"):
+        bench_cfg.check_agreement(separate, (separate[0] * math.nan, separate[1]), torch.bfloat16)

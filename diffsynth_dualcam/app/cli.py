@@ -43,9 +43,10 @@ def has_weights(checkpoint_dir: Path) -> bool:
 def load_generator(args: argparse.Namespace) -> tuple[PipelineGenerator, AppSettings]:
     """The pipeline generator and the page settings for it (a banner and small sizes on the tiny model).
 
-    The DiT is compiled when `args.compile` is set; a line on stderr names the device, dtype and attention kernel.
+    The DiT is compiled when `args.compile` is set and a CPU process keeps freed memory for reuse
+    (``parallel.backend.configure_runtime``); a line on stderr names the device, dtype and attention kernel.
     """
-    from ..parallel.backend import compile_dit, runtime_summary
+    from ..parallel.backend import configure_runtime
     from ..pipeline import DualCamCtrlPipeline
     from ..testing import tiny_depth_estimator, tiny_pipeline
     from .generation import PipelineGenerator
@@ -66,9 +67,7 @@ def load_generator(args: argparse.Namespace) -> tuple[PipelineGenerator, AppSett
             banner=f"Tiny random model ({reason}): the videos are noise. This mode is for trying the page; "
                    "see docs/app.md for the weights.",
         )
-    if args.compile:
-        compile_dit(pipe)
-    print(runtime_summary(pipe), file=sys.stderr)
+    print(configure_runtime(pipe, compile=args.compile), file=sys.stderr)
     return PipelineGenerator(pipe, args.output_dir, depth_model=args.depth_model or DEFAULT_DEPTH_MODEL), settings
 
 

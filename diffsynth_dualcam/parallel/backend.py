@@ -13,6 +13,8 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 #: Free memory at the top of the heap that glibc keeps before giving some back to the kernel (mallopt takes an int).
 _KEPT_FREE_BYTES = 2**31 - 1
+#: Whether ``keep_freed_cpu_memory`` took effect in this process (it cannot be undone).
+_cpu_memory_kept = False
 
 
 def attention_backend() -> str:
@@ -51,16 +53,35 @@ def keep_freed_cpu_memory() -> bool:
     than two calls; kept memory makes it as fast or faster. The cost: the process holds on to its peak memory until
     it exits.
     """
+    global _cpu_memory_kept
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEPT_FREE_BYTES))
+    applied = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEPT_FREE_BYTES))
+    _cpu_memory_kept = _cpu_memory_kept or applied
+    return applied
+
+
+def configure_runtime(pipe: torch.nn.Module, compile: bool = False) -> str:
+    """Prepare a process that generates with ``pipe`` and return its ``runtime_summary``.
+
+    A DiT computing on the CPU gets ``keep_freed_cpu_memory`` (its activations are then reused instead of
+    page-faulted in afresh at every layer, which merged guidance needs to be no slower than two calls); ``compile``
+    compiles the DiT blocks (``compile_dit``).
+    """
+    if torch.device(pipe.device).type == "cpu":
+        keep_freed_cpu_memory()
+    if compile:
+        compile_dit(pipe)
+    return runtime_summary(pipe)
 
 
 def runtime_summary(pipe: torch.nn.Module) -> str:
-    """One line: device, dtype, attention kernel, sequence parallel state."""
+    """One line: device, dtype, attention kernel, sequence parallel state, and the CPU allocator setting when it
+    is applied."""
     state = getattr(pipe.dit, "sequence_parallel", None)
     parallel = "off" if state is None else f"{state.world_size} ranks ({'xfuser' if state.use_xfuser else 'ulysses'})"
+    allocator = "; cpu allocator: keeps freed memory" if _cpu_memory_kept else ""
     return (f"DiT on {pipe.device} {str(pipe.torch_dtype).replace('torch.', '')}; attention: {attention_backend()}; "
-            f"sequence parallel: {parallel}")
+            f"sequence parallel: {parallel}{allocator}")

@@ -274,15 +274,14 @@ def prepare_clip(
 
 
 def configure_pipeline(pipe: DualCamCtrlPipeline, args: argparse.Namespace) -> None:
-    """Sequence parallel and compilation as asked, then one line on stderr naming the kernels in use."""
+    """Sequence parallel and compilation as asked and, on the CPU, the allocator setting
+    (``parallel.backend.configure_runtime``); then one line on stderr naming the kernels in use."""
     from ..parallel import enable_sequence_parallel
-    from ..parallel.backend import compile_dit, runtime_summary
+    from ..parallel.backend import configure_runtime
 
     if args.sequence_parallel:
         enable_sequence_parallel(pipe.dit)
-    if args.compile:
-        compile_dit(pipe)
-    print(runtime_summary(pipe), file=sys.stderr)
+    print(configure_runtime(pipe, compile=args.compile), file=sys.stderr)
 
 
 def generate_clip(
