@@ -20,17 +20,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
+from unittest import mock
 
 import torch
-from common import Row, generation_arguments, gib, peak_memory, resolve
+from common import TEXT_TOKENS, Row, generation_arguments, gib, latent_shape, peak_memory, resolve
 from diffsynth.configs import VRAM_MANAGEMENT_MODULE_MAPS
 from diffsynth.core.vram.layers import enable_vram_management
+from diffsynth.models import wan_video_dit
 from diffsynth.models.model_loader import ModelPool
 from diffsynth.models.wan_video_image_encoder import WanImageEncoder
 from diffsynth.models.wan_video_text_encoder import WanTextEncoder
 from diffsynth.models.wan_video_vae import WanVideoVAE
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
 
 from diffsynth_dualcam.models import OFFICIAL_CONFIG, DualCamCtrlDiT
 from diffsynth_dualcam.pipeline import DualCamCtrlPipeline
@@ -133,8 +137,95 @@ def measure(size: str, device: torch.device, dtype: torch.dtype, offload: bool, 
             "reserved": float(torch.cuda.max_memory_reserved(device))}
 
 
-def run(device: str = "cpu", dtype: str | None = None, size: str | None = None, steps: int = 2) -> list[Row]:
-    """One row per setting (default, ``--offload``): the peak memory of one generation."""
+@contextlib.contextmanager
+def flash_attention_memory() -> Iterator[None]:
+    """Inside the block DiffSynth's attention takes PyTorch's kernel, and that kernel allocates what FlashAttention
+    does: its output, never the [tokens x tokens] score matrix (for tracing memory on fake tensors)."""
+    flags = ("FLASH_ATTN_3_AVAILABLE", "FLASH_ATTN_2_AVAILABLE", "SAGE_ATTN_AVAILABLE")
+    saved = {flag: getattr(wan_video_dit, flag) for flag in flags}
+
+    def output_only(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any, **kwargs: Any):
+        return query.new_empty(*query.shape[:-1], value.shape[-1])
+
+    try:
+        for flag in flags:
+            setattr(wan_video_dit, flag, False)
+        with mock.patch.object(torch.nn.functional, "scaled_dot_product_attention", output_only):
+            yield
+    finally:
+        for flag, value in saved.items():
+            setattr(wan_video_dit, flag, value)
+
+
+def traced_peak(build: Callable[[], torch.nn.Module], inputs: Callable[[torch.nn.Module], dict[str, Any]],
+                device: str = "cuda", dtype: torch.dtype = torch.bfloat16) -> dict[str, int]:
+    """Bytes of one forward of ``build()`` on ``device`` in ``dtype``, traced on fake tensors (no memory is used and
+    no GPU is needed): ``parameters``, and ``peak``, the most the live tensors other than the parameters held at
+    once, ``inputs(model)`` included. PyTorch's MemTracker follows every tensor storage as the forward creates and
+    frees it; attention is counted as FlashAttention allocates (``flash_attention_memory``)."""
+    with FakeTensorMode(), flash_attention_memory(), torch.device(device), default_dtype(dtype):
+        model = build().eval()  # trainable parameters: MemTracker classifies tensors by their gradient hooks
+        with torch.no_grad():
+            arguments = inputs(model)
+        tracker = MemTracker()
+        tracker.track_external(model, *[value for value in arguments.values() if isinstance(value, torch.Tensor)])
+        with tracker, torch.no_grad():
+            model(**arguments)
+    peak = next(iter(tracker.get_tracker_snapshot("peak").values()))
+    parameters = peak[_MemRefType.PARAM]
+    return {"parameters": parameters, "peak": peak["Total"] - parameters}
+
+
+def estimated_full_size_peaks() -> dict[str, float]:
+    """Peak GPU bytes of one full-size generation (61 frames 480x720, merged guidance, bf16) by setting, from traced
+    forwards: every model's weights plus the DiT's activations (``default``: all models resident, the DiT step is
+    the largest stage), and the larger of the text encoder's and the DiT's weights plus their own activations
+    (``offload``: one model on the GPU at a time). The tiled VAE decoder keeps its output in CPU memory, the CLIP
+    encoder sees one image; neither stage reaches the DiT's peak."""
+    channels, frames, height, width = latent_shape("full")
+
+    def dit_inputs(dit: torch.nn.Module) -> dict[str, Any]:
+        latents = [torch.randn(1, channels, frames, height, width) for _ in range(4)]
+        camera = torch.randn(1, OFFICIAL_CONFIG["in_dim_control_adapter"], frames, 8 * height, 8 * width)
+        contexts = torch.randn(2, TEXT_TOKENS, OFFICIAL_CONFIG["text_dim"])  # merged guidance: both prompts
+        return {"x": latents[0], "depth_latents": latents[1], "y": latents[2], "depth_y": latents[3],
+                "timestep": torch.full((1,), 500.0), "context": contexts, "clip_feature": torch.randn(1, 257, 1280),
+                "camera_embedding": dit.embed_camera(camera)}
+
+    def text_inputs(encoder: torch.nn.Module) -> dict[str, Any]:
+        return {"ids": torch.randint(0, 256000, (1, TEXT_TOKENS)), "mask": torch.ones(1, TEXT_TOKENS, dtype=torch.long)}
+
+    dit = traced_peak(lambda: DualCamCtrlDiT(**OFFICIAL_CONFIG), dit_inputs)
+    text = traced_peak(WanTextEncoder, text_inputs)
+    with torch.device("meta"), default_dtype(torch.bfloat16):
+        others = sum(p.numel() * p.element_size() for model in (WanImageEncoder(), WanVideoVAE())
+                     for p in model.parameters())
+    return {
+        "default": dit["parameters"] + text["parameters"] + others + dit["peak"],
+        "offload": max(text["parameters"] + text["peak"], dit["parameters"] + dit["peak"]),
+        "dit_activations": dit["peak"],
+    }
+
+
+def estimate_rows() -> list[Row]:
+    """One row per setting: the full-size GPU peak of ``estimated_full_size_peaks`` against its goal."""
+    peaks = estimated_full_size_peaks()
+    rows = []
+    for setting, what in (("default", "all models on the device"), ("offload", "--offload")):
+        rows.append(Row(
+            benchmark=f"peak GPU memory of one generation, {what} (full models, {VIDEO['full'][0]} frames "
+                      f"{VIDEO['full'][1]}x{VIDEO['full'][2]}, bf16), estimated by tracing on fake tensors",
+            measured=(f"{peaks[setting] / 1e9:.1f} GB estimated (DiT activations {peaks['dit_activations'] / 1e9:.2f} "
+                      f"GB; goal {GOAL_GB[setting]:g} GB, measured by --device cuda)"),
+            baseline="-", ratio=float("nan"), target="report", met=None, device="cpu (traced cuda bfloat16)",
+        ))
+    return rows
+
+
+def run(device: str = "cpu", dtype: str | None = None, size: str | None = None, steps: int = 2,
+        estimate: bool = False) -> list[Row]:
+    """One row per setting (default, ``--offload``): the peak memory of one generation; with ``estimate``, also
+    the traced full-size GPU estimate of each setting (``estimate_rows``)."""
     torch_device, torch_dtype, _ = resolve(device, dtype, None)
     size = size or ("full" if torch_device.type == "cuda" else "tiny")
     if size not in VIDEO:
@@ -162,7 +253,7 @@ def run(device: str = "cpu", dtype: str | None = None, size: str | None = None, 
             benchmark=f"peak memory of one generation, {what} ({label})", measured=measured, baseline="-",
             ratio=float("nan"), target=target, met=met, device=f"{torch_device.type} {torch_dtype}",
         ))
-    return rows
+    return rows + (estimate_rows() if estimate else [])
 
 
 def main() -> None:
@@ -173,8 +264,10 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(VIDEO), default=None,
                         help="default: full on a GPU, tiny on the CPU")
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--estimate", action="store_true",
+                        help="also estimate the full-size GPU peaks by tracing on fake tensors (no GPU needed)")
     args = parser.parse_args()
-    for row in run(args.device, args.dtype, args.size, args.steps):
+    for row in run(args.device, args.dtype, args.size, args.steps, estimate=args.estimate):
         print(f"{row.benchmark}\n  {row.measured} (target {row.target}: {row.met})")
 
 

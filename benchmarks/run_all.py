@@ -70,7 +70,8 @@ def benchmark_runners(device: str, size: str, repeats: int) -> dict[str, Callabl
     return {
         "plucker": lambda: [plucker_row(device, size, repeats)],
         "vae": lambda: bench_vae.run(device, size=size, repeats=repeats),
-        "memory": lambda: bench_memory.run(device, size=size if size in bench_memory.VIDEO else None),
+        "memory": lambda: bench_memory.run(device, size=size if size in bench_memory.VIDEO else None,
+                                           estimate=device == "cpu" and size != "tiny"),
         "step": lambda: [bench_step.run(device, size=size, repeats=2 * repeats)],
         "cfg": lambda: [bench_cfg.run(device, size=cfg_size, repeats=2 * repeats) for cfg_size in cfg_sizes],
         "cache": lambda: [bench_cache.run(device, size=size, steps=CACHE_STEPS.get(size, 8))],

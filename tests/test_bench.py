@@ -292,3 +292,48 @@ def test_guidance_agreement_check_bounds_the_relative_error_of_each_branch() -> 
         bench_cfg.check_agreement(separate, perturbed, torch.bfloat16)
     with pytest.raises(ValueError, match="on the rgb branch: relative error nan"):
         bench_cfg.check_agreement(separate, (separate[0] * math.nan, separate[1]), torch.bfloat16)
+
+
+def test_traced_peak_counts_the_live_tensors_of_a_forward() -> None:
+    """Linear (1000 x 64 -> 256) then GELU then Linear (256 -> 64) in bf16: the peak is the input with the first
+    Linear's output and GELU's while GELU runs, (1000 x 64 + 2 x 1000 x 256) x 2 bytes; the weights apart."""
+    def build() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Linear(64, 256, bias=False), torch.nn.GELU(),
+                                   torch.nn.Linear(256, 64, bias=False))
+
+    traced = bench_memory.traced_peak(build, lambda model: {"input": torch.randn(1, 1000, 64)})
+    assert traced == {"parameters": 2 * 64 * 256 * 2, "peak": (1000 * 64 + 2 * 1000 * 256) * 2}
+
+
+def test_traced_attention_allocates_like_flash_attention_not_a_score_matrix() -> None:
+    from diffsynth.models import wan_video_dit
+
+    tokens, dim, heads = 4096, 64, 2
+
+    class Attention(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.qkv = torch.nn.Linear(dim, 3 * dim, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return wan_video_dit.flash_attention(*self.qkv(x).chunk(3, dim=-1), num_heads=heads)
+
+    flags = {flag: getattr(wan_video_dit, flag) for flag in ("FLASH_ATTN_2_AVAILABLE", "SAGE_ATTN_AVAILABLE")}
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    traced = bench_memory.traced_peak(Attention, lambda model: {"x": torch.randn(1, tokens, dim)})
+    score_matrix = heads * tokens * tokens * 2
+    one_stream = tokens * dim * 2
+    # The input, the fused q/k/v projection, the attention output and its copy back to [tokens, heads x size].
+    assert traced["peak"] == (1 + 3 + 1 + 1) * one_stream and traced["peak"] < score_matrix / 10
+    assert {flag: getattr(wan_video_dit, flag) for flag in flags} == flags
+    assert torch.nn.functional.scaled_dot_product_attention is sdpa
+
+
+def test_estimate_rows_report_each_setting_against_its_goal(monkeypatch) -> None:
+    monkeypatch.setattr(bench_memory, "estimated_full_size_peaks",
+                        lambda: {"default": 21.71e9, "offload": 11.62e9, "dit_activations": 2.33e9})
+    default, offload = bench_memory.estimate_rows()
+    assert "all models on the device (full models, 61 frames 480x720, bf16)" in default.benchmark
+    assert default.measured == "21.7 GB estimated (DiT activations 2.33 GB; goal 24 GB, measured by --device cuda)"
+    assert "--offload" in offload.benchmark and offload.measured.startswith("11.6 GB estimated")
+    assert "goal 12 GB" in offload.measured and default.met is None and offload.met is None

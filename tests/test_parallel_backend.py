@@ -35,15 +35,15 @@ def test_attention_backend_follows_diffsynth_priority(monkeypatch, available: se
 #: 64 MiB one was freed.
 FAULTS_SCRIPT = """
 import resource, sys, torch
+from types import SimpleNamespace
 from diffsynth_dualcam.parallel.backend import configure_runtime, keep_freed_cpu_memory
-from diffsynth_dualcam.testing import tiny_pipeline
 torch.set_num_threads(1)
 applied = None
 if sys.argv[1] == "keep":
     applied = keep_freed_cpu_memory()
-elif sys.argv[1] == "configure":  # what `dualcam generate` and `dualcam app` do on the CPU
-    summary = configure_runtime(tiny_pipeline(device=sys.argv[2]))
-    applied = summary.endswith("cpu allocator: keeps freed memory")
+elif sys.argv[1] == "configure":  # what `dualcam generate` and `dualcam app` do with their pipeline on the CPU
+    pipe = SimpleNamespace(device=torch.device(sys.argv[2]), torch_dtype=torch.float32, dit=SimpleNamespace())
+    applied = configure_runtime(pipe).endswith("cpu allocator: keeps freed memory")
 def faults(mib):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     block = torch.ones(mib * 2**18)
