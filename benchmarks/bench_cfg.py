@@ -17,6 +17,7 @@ from bench_step import make_inputs
 from common import (
     Row,
     add_common_arguments,
+    check_agreement,
     interleaved_times,
     latent_shape,
     model_config,
@@ -52,16 +53,6 @@ def guidance_inputs(config: dict, size: str, device: torch.device, dtype: torch.
 AGREEMENT = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 1e-2}
 
 
-def check_agreement(separate: tuple[torch.Tensor, ...], merged: tuple[torch.Tensor, ...], dtype: torch.dtype) -> None:
-    """A ValueError unless every merged velocity equals its separate one within ``AGREEMENT[dtype]`` (relative
-    L2 error: an elementwise bound would fail on elements near zero where rounding of the large ones does not)."""
-    for branch, (reference, value) in zip(("rgb", "depth"), zip(separate, merged, strict=True)):
-        error = ((value.double() - reference.double()).norm() / reference.double().norm()).item()
-        if not error <= AGREEMENT[dtype]:  # also catches NaN
-            raise ValueError(f"merged guidance differs from two calls on the {branch} branch: relative error "
-                             f"{error:.2e} > {AGREEMENT[dtype]:.0e} ({dtype})")
-
-
 def run(device: str = "cpu", dtype: str | None = None, size: str | None = None, repeats: int = 5) -> Row:
     """Time guidance with two calls and with one merged call; the row's ratio is separate / merged."""
     device, torch_dtype, size = resolve(device, dtype, size)
@@ -85,7 +76,7 @@ def run(device: str = "cpu", dtype: str | None = None, size: str | None = None, 
         def merged_call():
             return pipe.guided_velocity(models, CFG_SCALE, True, timestep, *merged)
 
-        check_agreement(separate_calls(), merged_call(), torch_dtype)
+        check_agreement(separate_calls(), merged_call(), AGREEMENT[torch_dtype], "merged guidance")
         times = interleaved_times({"separate": separate_calls, "merged": merged_call}, repeats, device)
     ratio = paired_ratio(times["separate"], times["merged"])
     rounds = paired_ratios(times["separate"], times["merged"])

@@ -18,7 +18,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -241,6 +241,17 @@ def peak_memory(function: Callable[[], Any], device: torch.device) -> float:
     if status != 0 or not reported:
         raise RuntimeError(f"the memory-measuring child process failed (wait status {status})")
     return float(reported)
+
+
+def check_agreement(reference: Sequence[torch.Tensor], value: Sequence[torch.Tensor], bound: float,
+                    what: str) -> None:
+    """A ValueError unless each branch's (RGB, depth) ``value`` equals its ``reference`` within relative L2 error
+    ``bound``; ``what`` names the candidate in the message. A relative norm, not an elementwise bound: rounding of
+    the large elements must not fail the check on elements near zero."""
+    for branch, (expected, actual) in zip(("rgb", "depth"), zip(reference, value, strict=True)):
+        error = ((actual.double() - expected.double()).norm() / expected.double().norm()).item()
+        if not error <= bound:  # also catches NaN
+            raise ValueError(f"{what} differs on the {branch} branch: relative error {error:.2e} > {bound:.0e}")
 
 
 def generation_arguments(frames: int, height: int, width: int, steps: int) -> dict[str, Any]:

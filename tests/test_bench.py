@@ -19,6 +19,7 @@ import run_all  # noqa: E402
 from common import (  # noqa: E402
     Row,
     Timing,
+    check_agreement,
     generation_arguments,
     interleaved_times,
     paired_ratio,
@@ -41,10 +42,11 @@ def test_run_all_prints_the_table_and_rewrites_only_its_readme_section(tmp_path:
     assert run_all.main(["--size", "tiny", "--repeats", "1", "--readme", str(readme)]) == 0
     printed = capsys.readouterr().out
     table_lines = [line for line in printed.splitlines() if line.startswith("| ")]
-    # Header plus one row per measurement: step, CFG, Plücker, cache, VAE time and memory, generation, and the
-    # generation's peak memory with and without offloading.
+    # Header plus one row per measurement: step, CFG, compiled step, Plücker, cache, VAE time and memory,
+    # generation, and the generation's peak memory with and without offloading.
     fragments = ("one denoising step, dual-branch vs single-branch", "guidance, one merged call vs two calls",
-                 "Plücker map", "denoising loop, step cache", "VAE decode time", "VAE decode peak memory",
+                 "one denoising step, compiled DiT vs eager", "Plücker map", "denoising loop, step cache",
+                 "VAE decode time", "VAE decode peak memory",
                  "end-to-end generation", "peak memory of one generation, all models on the device",
                  "peak memory of one generation, --offload")
     assert len(table_lines) == 1 + len(fragments)
@@ -277,21 +279,21 @@ def test_full_size_memory_benchmark_builds_the_released_model_sizes_in_bf16() ->
     assert built == pytest.approx(expected_billions, rel=5e-3)
 
 
-def test_guidance_agreement_check_bounds_the_relative_error_of_each_branch() -> None:
+def test_agreement_check_bounds_the_relative_error_of_each_branch() -> None:
     generator = torch.Generator().manual_seed(0)
-    separate = tuple(torch.randn(1, 16, 5, 6, 8, generator=generator) for _ in range(2))
-    bench_cfg.check_agreement(separate, tuple(v.clone() for v in separate), torch.float32)
-    # Rounding to bf16 (about 0.2% relative) is within the bf16 bound, not within the float32 one.
-    rounded = tuple(v.bfloat16() for v in separate)
-    bench_cfg.check_agreement(separate, rounded, torch.bfloat16)
-    with pytest.raises(ValueError, match="on the rgb branch: relative error .* > 1e-04"):
-        bench_cfg.check_agreement(separate, rounded, torch.float32)
+    reference = tuple(torch.randn(1, 16, 5, 6, 8, generator=generator) for _ in range(2))
+    check_agreement(reference, tuple(v.clone() for v in reference), 1e-4, "a copy")
+    # Rounding to bf16 (about 0.2% relative) is within the bf16 bound of merged guidance, not within float32's.
+    rounded = tuple(v.bfloat16() for v in reference)
+    check_agreement(reference, rounded, bench_cfg.AGREEMENT[torch.bfloat16], "bf16")
+    with pytest.raises(ValueError, match="merged guidance differs on the rgb branch: relative error .* > 1e-04"):
+        check_agreement(reference, rounded, bench_cfg.AGREEMENT[torch.float32], "merged guidance")
     # A 5% perturbation of the depth branch is a different function, even in bf16; so is a NaN.
-    perturbed = (separate[0], separate[1] + 0.05 * torch.randn(separate[1].shape, generator=generator))
+    perturbed = (reference[0], reference[1] + 0.05 * torch.randn(reference[1].shape, generator=generator))
     with pytest.raises(ValueError, match="on the depth branch"):
-        bench_cfg.check_agreement(separate, perturbed, torch.bfloat16)
+        check_agreement(reference, perturbed, bench_cfg.AGREEMENT[torch.bfloat16], "x")
     with pytest.raises(ValueError, match="on the rgb branch: relative error nan"):
-        bench_cfg.check_agreement(separate, (separate[0] * math.nan, separate[1]), torch.bfloat16)
+        check_agreement(reference, (reference[0] * math.nan, reference[1]), 1.0, "x")
 
 
 def test_traced_peak_counts_the_live_tensors_of_a_forward() -> None:
