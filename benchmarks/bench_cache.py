@@ -87,7 +87,7 @@ def main() -> None:
     parser.set_defaults(repeats=1)
     args = parser.parse_args()
     row = run(args.device, args.dtype, args.size, args.repeats, args.steps, args.threshold)
-    print(f"{row.benchmark}\n  {row.measured}\n  {row.baseline}\n  speed-up {row.ratio:.2f}x")
+    print(row.report())
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def main() -> None:
     add_common_arguments(parser)
     args = parser.parse_args()
     row = run(args.device, args.dtype, args.size, args.repeats)
-    print(f"{row.benchmark}\n  {row.measured}\n  {row.baseline}\n  speed-up {row.ratio:.3f}")
+    print(row.report())
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     row = run(args.device, args.dtype, args.steps, args.threshold, args.repeats)
-    print(f"{row.benchmark}\n  {row.measured} / {row.baseline} / speed-up {row.ratio:.2f}x")
+    print(row.report())
 
 
 if __name__ == "__main__":

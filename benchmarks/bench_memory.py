@@ -268,7 +268,7 @@ def main() -> None:
                         help="also estimate the full-size GPU peaks by tracing on fake tensors (no GPU needed)")
     args = parser.parse_args()
     for row in run(args.device, args.dtype, args.size, args.steps, estimate=args.estimate):
-        print(f"{row.benchmark}\n  {row.measured} (target {row.target}: {row.met})")
+        print(row.report())
 
 
 if __name__ == "__main__":

@@ -37,8 +37,8 @@ def plucker_per_frame(trajectory: CameraTrajectory, height: int, width: int, dev
     return torch.stack(frames, dim=1)
 
 
-def run(device: str = "cpu", num_frames: int = 81, height: int = 480, width: int = 832, repeats: int = 6) -> dict:
-    """Time the vectorised Plücker map against the per-frame loop; a benchmark table row as a dict."""
+def run(device: str = "cpu", num_frames: int = 81, height: int = 480, width: int = 832, repeats: int = 6) -> Row:
+    """Time the vectorised Plücker map against the per-frame loop; the benchmark table row."""
     device = torch.device(device)
     trajectory = CameraTrajectory.preset("orbit_left", num_frames=num_frames, degrees_per_frame=0.5)
     trajectory = trajectory.compose(CameraTrajectory.preset("pedestal_up", num_frames=num_frames))
@@ -66,7 +66,7 @@ def run(device: str = "cpu", num_frames: int = 81, height: int = 480, width: int
         baseline=f"{seconds(times['per_frame'].median)} per-frame loop",
         ratio=speedup, ratio_label="speed-up", target=goal, met=met,
         device=f"{device.type} float32, wall time, {torch.get_num_threads()} threads",
-    ).as_dict()
+    )
 
 
 def main() -> None:
@@ -77,11 +77,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=832)
     parser.add_argument("--repeats", type=int, default=6, help="timed rounds of each side (medians are reported)")
     args = parser.parse_args()
-    result = run(args.device, args.frames, args.height, args.width, args.repeats)
-    print(result["benchmark"])
-    print(f"  vectorised  {result['measured']} (goal {result['target']}: {'met' if result['met'] else 'not met'})")
-    print(f"  baseline    {result['baseline']}")
-    print(f"  speed-up    {result['ratio']:.1f}x on {result['device']}")
+    print(run(args.device, args.frames, args.height, args.width, args.repeats).report())
 
 
 if __name__ == "__main__":

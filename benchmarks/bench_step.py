@@ -113,8 +113,7 @@ def main() -> None:
     add_common_arguments(parser)
     args = parser.parse_args()
     row = run(args.device, args.dtype, args.size, args.repeats)
-    print(f"{row.benchmark}\n  dual   {row.measured}\n  single {row.baseline}\n  ratio  {row.ratio:.3f} "
-          f"(target {row.target}: {'met' if row.met else 'not met'})")
+    print(row.report())
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def main() -> None:
     add_common_arguments(parser)
     args = parser.parse_args()
     for row in run(args.device, args.dtype, args.size, args.repeats):
-        print(f"{row.benchmark}\n  {row.measured} / {row.baseline} = {row.ratio:.2f} (target {row.target})")
+        print(row.report())
 
 
 if __name__ == "__main__":

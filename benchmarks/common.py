@@ -12,6 +12,7 @@ import argparse
 import ctypes
 import ctypes.util
 import inspect
+import math
 import os
 import platform
 import resource
@@ -67,6 +68,16 @@ class Row:
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-friendly)."""
         return asdict(self)
+
+    def report(self) -> str:
+        """The row as a benchmark script prints it: name, measured value, baseline, ratio against its target."""
+        verdict = "" if self.met is None else f": {'met' if self.met else 'not met'}"
+        lines = [self.benchmark, f"  measured  {self.measured}"]
+        if self.baseline != "-":
+            lines.append(f"  baseline  {self.baseline}")
+        ratio = "" if math.isnan(self.ratio) else f"{self.ratio_label or 'ratio'} {self.ratio:.3f}, "
+        lines.append(f"  {ratio}target {self.target}{verdict} ({self.device})")
+        return "\n".join(lines)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

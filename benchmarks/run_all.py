@@ -52,7 +52,7 @@ def plucker_row(device: str, size: str, repeats: int) -> Row:
     """The camera benchmark's result as a table row (twice the repeats: one run takes a fraction of a second and
     wall time varies with page faults)."""
     frames, height, width = PLUCKER_SIZES.get(size, PLUCKER_GOAL_SIZE)
-    return Row(**bench_plucker.run(device, frames, height, width, 2 * repeats))
+    return bench_plucker.run(device, frames, height, width, 2 * repeats)
 
 
 #: Benchmark names in the order they run: the Plücker, VAE and memory benchmarks first, since they measure fresh

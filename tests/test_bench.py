@@ -339,3 +339,18 @@ def test_estimate_rows_report_each_setting_against_its_goal(monkeypatch) -> None
     assert default.measured == "21.7 GB estimated (DiT activations 2.33 GB; goal 24 GB, measured by --device cuda)"
     assert "--offload" in offload.benchmark and offload.measured.startswith("11.6 GB estimated")
     assert "goal 12 GB" in offload.measured and default.met is None and offload.met is None
+
+
+def test_a_row_reports_its_ratio_against_its_target_and_leaves_out_what_it_lacks() -> None:
+    timed = Row(benchmark="step", measured="2.0 s", baseline="1.0 s", ratio=2.0, ratio_label="dual / single",
+                target="ratio <= 2.05", met=True, device="cpu torch.float32")
+    assert timed.report().splitlines() == [
+        "step", "  measured  2.0 s", "  baseline  1.0 s",
+        "  dual / single 2.000, target ratio <= 2.05: met (cpu torch.float32)",
+    ]
+    missed = Row(benchmark="cfg", measured="1.2 s", baseline="1.0 s", ratio=0.833, target="speed-up >= 1.3",
+                 met=False, device="cuda torch.bfloat16")
+    assert missed.report().splitlines()[-1] == "  ratio 0.833, target speed-up >= 1.3: not met (cuda torch.bfloat16)"
+    untargeted = Row(benchmark="memory", measured="120 MiB", baseline="-", ratio=math.nan, target="report",
+                     met=None, device="cpu torch.float32")
+    assert untargeted.report().splitlines() == ["memory", "  measured  120 MiB", "  target report (cpu torch.float32)"]
