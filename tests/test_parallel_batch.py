@@ -1,6 +1,7 @@
 """`dualcam generate --batch-file`: batch files, the per-process share under torchrun, resuming, and errors."""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -9,7 +10,14 @@ import pytest
 from PIL import Image
 
 from diffsynth_dualcam.cli import main
-from diffsynth_dualcam.parallel.batch import job_arguments, load_jobs, process_share
+from diffsynth_dualcam.parallel.batch import (
+    clip_arguments,
+    job_arguments,
+    load_jobs,
+    own_default_options,
+    process_share,
+)
+from diffsynth_dualcam.pipeline import cli as generate_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -51,6 +59,8 @@ def test_load_jobs_reads_lines_and_resolves_paths_against_the_file(batch_file: P
         ("# nothing\n\n", "no clips in the file"),
         ('{"name": "a",\n', "line 1 is not a JSON object"),
         ('[{"name": "a"}, 3]', "entry 2: expected a JSON object, got int"),
+        ('{"name": "a", "t2v": "yes"}\n', "line 1: 't2v' must be true or false \\(or null\\), got \"yes\""),
+        ('{"name": "a", "cfg": true}\n', "line 1: 'cfg' must be a value, not true or false \\(or null\\), got true"),
     ],
 )
 def test_bad_batch_files_name_the_line_and_the_problem(tmp_path: Path, content: str, message: str) -> None:
@@ -69,11 +79,42 @@ def test_job_arguments_become_generate_options() -> None:
     job = {"name": "a", "preset": "orbit_left", "t2v": True, "size": [96, 64], "seed": 3, "source_size": "640x360",
            "prompt": "two words", "negative_prompt": None}
     assert job_arguments(job) == [
-        "--preset", "orbit_left", "--t2v", "--size", "96x64", "--seed", "3", "--source-size", "640x360",
-        "--prompt", "two words",
+        "--preset=orbit_left", "--t2v", "--size=96x64", "--seed=3", "--source-size=640x360", "--prompt=two words",
     ]
     with pytest.raises(ValueError, match="size must be"):
         job_arguments({"name": "a", "size": [1, 2, 3]})
+
+
+def test_a_clip_sets_its_inputs_and_its_camera_as_a_whole() -> None:
+    assert own_default_options({"name": "a", "seed": 1}) == set()
+    assert own_default_options({"name": "a", "image": "b.png"}) == {"depth", "t2v"}
+    assert own_default_options({"name": "a", "t2v": False, "image": "b.png"}) == {"depth", "t2v"}
+    assert own_default_options({"name": "a", "preset": "static", "steps": None}) == {"trajectory", "steps"}
+
+
+def _command_line(*options: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    generate_cli.add_arguments(parser)
+    return parser.parse_args(["--tiny", "--device", "cpu", "--out", "outputs/batch", *options])
+
+
+def test_clip_options_override_the_command_line_by_group_and_null_restores_the_own_default() -> None:
+    image_to_video = _command_line("--image", "a.png", "--depth", "a_depth.png", "--preset", "orbit_left",
+                                   "--steps", "3", "--negative-prompt", "blurry")
+    own_image = clip_arguments(image_to_video, {"name": "b", "image": "b.png"})
+    assert (own_image.image, own_image.depth, own_image.t2v) == (Path("b.png"), None, False)
+    assert (own_image.preset, own_image.steps, own_image.out) == ("orbit_left", 3, Path("outputs/batch/b"))
+    text = clip_arguments(image_to_video, {"name": "t", "t2v": True, "trajectory": "path.txt", "steps": None})
+    assert (text.image, text.depth, text.t2v, text.trajectory, text.preset) == (None, None, True, Path("path.txt"),
+                                                                               None)
+    assert text.steps is None  # generate's own default (the model's), not the command line's 3
+    dashed = clip_arguments(image_to_video, {"name": "d", "negative_prompt": "-blurry,-lowres"})
+    assert (dashed.negative_prompt, dashed.image) == ("-blurry,-lowres", Path("a.png"))
+
+    text_to_video = _command_line("--t2v", "--preset", "static")
+    from_image = clip_arguments(text_to_video, {"name": "i", "t2v": False, "image": "a.png"})
+    assert (from_image.t2v, from_image.image) == (False, Path("a.png"))
+    assert clip_arguments(text_to_video, {"name": "s", "seed": 7}).t2v is True
 
 
 def test_process_shares_cover_every_clip_once() -> None:
@@ -120,11 +161,17 @@ def test_a_bad_clip_fails_before_models_load_with_exit_code_2(tmp_path, capsys) 
 
 
 def test_clips_without_depth_get_it_from_the_depth_model(batch_file, tmp_path) -> None:
-    jobs = [{"name": "estimated", "image": "a.png", "preset": "pan_left"},
-            {"name": "given", "image": "a.png", "depth": "a_depth.png", "preset": "pan_left"}]
+    """A clip's own image never takes the command line's depth map: without a depth of its own it is estimated."""
+    Image.open(batch_file.parent / "a.png").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(tmp_path / "b.png")
+    jobs = [{"name": "estimated", "image": "b.png", "preset": "pan_left"},
+            {"name": "given", "preset": "pan_left"}]
     path = write_jsonl(batch_file.parent / "depth_jobs.jsonl", jobs)
     out = tmp_path / "out"
     assert main(["generate", "--batch-file", str(path), "--tiny", "--device", "cpu", "--out", str(out),
+                 "--image", str(tmp_path / "a.png"), "--depth", str(tmp_path / "a_depth.png"),
                  "--frames", "5", "--size", "64x48", "--steps", "1"]) == 0
-    assert json.loads((out / "estimated" / "params.json").read_text())["depth_estimated"] is True
-    assert json.loads((out / "given" / "params.json").read_text())["depth_estimated"] is False
+    estimated = json.loads((out / "estimated" / "params.json").read_text())
+    given = json.loads((out / "given" / "params.json").read_text())
+    assert (estimated["depth_estimated"], given["depth_estimated"]) == (True, False)
+    seen = [np.asarray(Image.open(out / name / "input_image.png")) for name in ("estimated", "given")]
+    np.testing.assert_array_equal(seen[0], seen[1][:, ::-1])  # each clip was conditioned on its own image

@@ -1,6 +1,7 @@
 """Sequence-parallel DiT: two gloo processes on the CPU must reproduce the single-process forward and sampling."""
 from __future__ import annotations
 
+import argparse
 import enum
 import importlib.machinery
 import os
@@ -129,7 +130,7 @@ def _worker(rank: int, directory: str, kind: str, use_xfuser: bool) -> None:
             FakeLongContextAttention.scale = 0.0
             batch, frames, cached_camera = _cases(kind)[1]
             outputs["zeroed_attention_rgb"], _ = _forward(dit, _inputs(batch, frames, seed=1), cached_camera)
-            # Left to choose, a CPU DiT keeps the built-in Ulysses path even with xfuser importable.
+            # Left to choose, a gloo group keeps the built-in Ulysses path even with xfuser importable.
             outputs["auto_uses_xfuser"] = torch.tensor(enable_sequence_parallel(_tiny_dit(kind)).sequence_parallel
                                                        .use_xfuser)
         torch.save(outputs, os.path.join(directory, f"rank{rank}.pt"))
@@ -321,6 +322,67 @@ def test_init_distributed_sets_up_xfuser_as_diffsynth_initialize_usp(monkeypatch
         ("environment", {"rank": 1, "world_size": 4}),
         ("model_parallel", {"sequence_parallel_degree": 4, "ring_degree": 1, "ulysses_degree": 4}),
     ]
+
+
+def _fake_process_group(monkeypatch: pytest.MonkeyPatch, world_size: int = 2) -> list[dict]:
+    """A stand-in ``torch.distributed`` of ``world_size`` ranks, not yet joined; returns the logged group set-ups."""
+    created: list[dict] = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: bool(created))
+    monkeypatch.setattr(dist, "init_process_group", lambda **kwargs: created.append(kwargs))
+    monkeypatch.setattr(dist, "get_rank", lambda group=None: 0)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: world_size)
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: created[-1]["backend"])
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", str(world_size))
+    return created
+
+
+@pytest.mark.parametrize(("device", "backend"), [("cpu", "gloo"), ("cuda", "nccl"), ("cuda:1", "nccl")])
+def test_init_distributed_takes_the_backend_of_the_dit_device_even_where_cuda_is_available(
+    monkeypatch, device: str, backend: str
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    created = _fake_process_group(monkeypatch)
+    assert init_distributed(device) == (0, 2)
+    assert [kwargs["backend"] for kwargs in created] == [backend]
+
+
+@pytest.mark.parametrize(("backend", "expected"), [("nccl", True), ("gloo", False)])
+def test_xfuser_is_chosen_for_nccl_groups_also_when_the_weights_sit_on_the_cpu(
+    monkeypatch, backend: str, expected: bool
+) -> None:
+    """An offloaded DiT keeps its weights on the CPU between uses; what decides is the group's backend."""
+    from diffsynth_dualcam.parallel import enable_sequence_parallel
+
+    setup_calls = _install_fake_xfuser(monkeypatch)
+    _fake_process_group(monkeypatch)
+    init_distributed("cuda" if backend == "nccl" else "cpu")
+    assert bool(setup_calls) is expected
+    dit = enable_sequence_parallel(_tiny_dit())
+    assert next(dit.parameters()).device.type == "cpu"
+    assert dit.sequence_parallel.use_xfuser is expected
+
+
+def test_generate_cli_joins_the_process_group_of_its_device(tmp_path: Path, monkeypatch) -> None:
+    """``--device cpu`` on a machine with GPUs still gives a gloo group: CPU tensors cannot go over NCCL."""
+    from diffsynth_dualcam import parallel
+    from diffsynth_dualcam.pipeline import cli as generate_cli
+
+    joined = []
+
+    def stop_after_joining(device: str) -> tuple[int, int]:
+        joined.append(device)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(parallel, "init_distributed", stop_after_joining)
+    parser = argparse.ArgumentParser()
+    generate_cli.add_arguments(parser)
+    args = parser.parse_args(["--sequence-parallel", "--tiny", "--device", "cpu", "--t2v", "--preset", "static",
+                              "--out", str(tmp_path / "clip")])
+    with pytest.raises(KeyboardInterrupt):
+        generate_cli.run(args)
+    assert joined == ["cpu"]
 
 
 def test_generate_cli_runs_sequence_parallel_under_torchrun(tmp_path: Path) -> None:

@@ -4,10 +4,12 @@ A batch file holds one JSON object per line (blank lines and ``#`` comments skip
 Each object is one clip: ``name`` (its output folder under ``--out``) plus any per-clip option of
 ``dualcam generate`` under its long name (``image``, ``depth``, ``t2v``, ``trajectory`` or ``preset``, ``speed``,
 ``source_size``, ``prompt``, ``negative_prompt``, ``size``, ``frames``, ``steps``, ``cfg``, ``seed``, ``fps``,
-``step_cache``). Sizes are ``"WxH"`` strings or ``[W, H]`` pairs; relative paths are relative to the batch file.
-The command line's options are defaults for every clip: ``--trajectory`` or ``--preset`` there is the camera of
-the clips that name neither (a clip's own ``trajectory`` or ``preset`` replaces it). Model options (``--tiny``,
-``--checkpoint``, ``--device``, ...) come from the command line and are shared.
+``step_cache``). Sizes are ``"WxH"`` strings or ``[W, H]`` pairs; relative paths are relative to the batch file;
+``t2v`` is ``true`` or ``false``; ``null`` stands for the option's own default, not the command line's.
+The command line's options are defaults for every clip, except that a clip sets its inputs (``image``,
+``depth``, ``t2v``) and its camera (``trajectory``, ``preset``) as a whole: one that names any of a group takes
+none of that group from the command line (so a clip's own image never gets the command line's depth map). Model
+options (``--tiny``, ``--checkpoint``, ``--device``, ...) come from the command line and are shared.
 
 Under ``torchrun --nproc_per_node N`` process ``RANK`` takes clips ``RANK, RANK + N, ...`` and its GPU
 ``LOCAL_RANK``; the processes need no communication. Clips whose folder already holds a ``params.json`` (written
@@ -28,12 +30,15 @@ from tqdm import tqdm
 
 from .sequence import local_device
 
-#: Per-clip options a job may set: long option name -> whether its value is a path (resolved against the file).
-JOB_OPTIONS: dict[str, bool] = {
-    "image": True, "depth": True, "t2v": False, "trajectory": True, "preset": False, "speed": False,
-    "source_size": False, "prompt": False, "negative_prompt": False, "size": False, "frames": False,
-    "steps": False, "cfg": False, "seed": False, "fps": False, "step_cache": False,
+#: Per-clip options a job may set: long option name -> "path" (resolved against the batch file), "flag" (true or
+#: false) or "value".
+JOB_OPTIONS: dict[str, str] = {
+    "image": "path", "depth": "path", "t2v": "flag", "trajectory": "path", "preset": "value", "speed": "value",
+    "source_size": "value", "prompt": "value", "negative_prompt": "value", "size": "value", "frames": "value",
+    "steps": "value", "cfg": "value", "seed": "value", "fps": "value", "step_cache": "value",
 }
+#: Options a clip sets as a whole: naming one of a group, it takes none of the others from the command line.
+JOB_GROUPS: tuple[tuple[str, ...], ...] = (("image", "depth", "t2v"), ("trajectory", "preset"))
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 DONE_MARKER = "params.json"
 
@@ -76,18 +81,24 @@ def load_jobs(path: str | os.PathLike) -> list[dict[str, Any]]:
         unknown = sorted(set(job) - set(JOB_OPTIONS) - {"name"})
         if unknown:
             raise ValueError(f"{prefix}: unknown keys {unknown}; a clip may set 'name' and {sorted(JOB_OPTIONS)}")
+        for key, value in job.items():
+            if key != "name" and value is not None and isinstance(value, bool) != (JOB_OPTIONS[key] == "flag"):
+                expected = "true or false" if JOB_OPTIONS[key] == "flag" else "a value, not true or false"
+                raise ValueError(f"{prefix}: '{key}' must be {expected} (or null), got {json.dumps(value)}")
         jobs.append({key: _resolve(key, value, path.parent) for key, value in job.items()})
     return jobs
 
 
 def _resolve(key: str, value: Any, base: Path) -> Any:
-    if JOB_OPTIONS.get(key) and isinstance(value, str):
+    if JOB_OPTIONS.get(key) == "path" and isinstance(value, str):
         return str(base / value)
     return value
 
 
 def job_arguments(job: dict[str, Any]) -> list[str]:
-    """Command-line tokens of ``dualcam generate`` for a clip's options (``name`` excluded)."""
+    """Command-line tokens of ``dualcam generate`` for a clip's options (``name`` excluded; options that are
+    ``null`` or ``false`` are left to :func:`own_default_options`). Values are joined to their flag with ``=``, so
+    one starting with ``-`` stays a value."""
     tokens = []
     for key, value in job.items():
         if key == "name" or value is None or value is False:
@@ -98,10 +109,20 @@ def job_arguments(job: dict[str, Any]) -> list[str]:
         elif isinstance(value, (list, tuple)):
             if len(value) != 2:
                 raise ValueError(f"clip {job['name']!r}: {key} must be [width, height] or 'WxH', got {value!r}")
-            tokens += [flag, f"{value[0]}x{value[1]}"]
+            tokens.append(f"{flag}={value[0]}x{value[1]}")
         else:
-            tokens += [flag, str(value)]
+            tokens.append(f"{flag}={value}")
     return tokens
+
+
+def own_default_options(job: dict[str, Any]) -> set[str]:
+    """Options of a clip that take ``dualcam generate``'s own default rather than the command line's: those it
+    sets to ``null`` or ``false``, and the rest of every group (``JOB_GROUPS``) it names an option of."""
+    options = {key for key, value in job.items() if key != "name" and (value is None or value is False)}
+    for group in JOB_GROUPS:
+        if any(key in job for key in group):
+            options.update(key for key in group if key not in job)
+    return options
 
 
 def process_share(num_jobs: int, rank: int, world_size: int) -> list[int]:
@@ -128,11 +149,26 @@ class _ClipParser(argparse.ArgumentParser):
         raise ValueError(message)
 
 
+def clip_arguments(args: argparse.Namespace, job: dict[str, Any]) -> argparse.Namespace:
+    """``dualcam generate``'s options for one clip: the command line's ``args`` as defaults and the clip's own over
+    them (its inputs and its camera as a whole, see :func:`own_default_options`), with ``--out`` its folder."""
+    from ..pipeline import cli as generate_cli
+
+    parser = _ClipParser(prog="dualcam generate (batch clip)")
+    generate_cli.add_arguments(parser)
+    own_defaults = {key: parser.get_default(key) for key in JOB_OPTIONS}
+    parser.set_defaults(**{**vars(args), "batch_file": None, "device": local_device(args.device)})
+    clip_args = parser.parse_args([*job_arguments(job), "--out", str(Path(args.out) / job["name"])])
+    for key in own_default_options(job):
+        setattr(clip_args, key, own_defaults[key])
+    return clip_args
+
+
 def run_batch(args: argparse.Namespace) -> int:
     """Generate this process's share of ``args.batch_file`` into ``args.out/<name>``; returns the exit code.
 
-    The command line's options are defaults for every clip; a clip's own options override them. Every clip of the
-    share is checked before the models load.
+    The command line's options are defaults for every clip; a clip's own options override them, its inputs and its
+    camera as a whole (``own_default_options``). Every clip of the share is checked before the models load.
     """
     from ..pipeline import cli as generate_cli
 
@@ -141,10 +177,6 @@ def run_batch(args: argparse.Namespace) -> int:
         raise ValueError("--sequence-parallel splits one clip over the processes, --batch-file splits the clips: "
                          "use one of them")
     rank, world_size = launch_rank()
-    defaults = {**vars(args), "batch_file": None, "device": local_device(args.device)}
-    parser = _ClipParser(prog="dualcam generate (batch clip)")
-    generate_cli.add_arguments(parser)
-    parser.set_defaults(**defaults)
     clips = []
     for index in process_share(len(jobs), rank, world_size):
         job = jobs[index]
@@ -153,11 +185,7 @@ def run_batch(args: argparse.Namespace) -> int:
             print(f"[rank {rank}] {job['name']}: already done in {out_dir}, skipped")
             continue
         try:
-            clip_args = parser.parse_args([*job_arguments(job), "--out", str(out_dir)])
-            if job.get("trajectory") is not None:  # a clip's own camera replaces the command line's
-                clip_args.preset = None
-            elif job.get("preset") is not None:
-                clip_args.trajectory = None
+            clip_args = clip_arguments(args, job)
             clips.append((job["name"], clip_args, generate_cli.prepare_clip(clip_args)))
         except (ValueError, FileNotFoundError) as error:
             raise type(error)(f"clip {job['name']!r}: {error}") from None

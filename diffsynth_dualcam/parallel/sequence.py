@@ -16,9 +16,10 @@ its ``forward`` (the block order of SPEC §3) untouched:
 - ``unpatchify`` gathers the per-token head outputs of all ranks before folding them into the video.
 
 Cross-attention, modulation, the FFN and the heads are per token and run on the shard unchanged. The result equals
-the single-process forward up to float rounding. When xfuser is installed and the DiT is on a GPU, attention goes
-through ``xFuserLongContextAttention`` as in DiffSynth (its Ulysses/ring kernels need equal shards, so it is used
-only when the frames split evenly). Inference only: the collectives carry no gradients.
+the single-process forward up to float rounding. When xfuser is installed and the processes talk over NCCL (the
+DiT computes on GPUs), attention goes through ``xFuserLongContextAttention`` as in DiffSynth (its Ulysses/ring
+kernels need equal shards, so it is used only when the frames split evenly). Inference only: the collectives carry
+no gradients.
 """
 from __future__ import annotations
 
@@ -70,16 +71,18 @@ class SequenceParallelState:
         return [count * self.tokens_per_frame for count in self.shards.counts]
 
 
-def init_distributed(backend: str | None = None) -> tuple[int, int]:
-    """Join the ``torchrun`` process group (NCCL on GPUs, gloo on CPU); returns ``(rank, world_size)``.
+def init_distributed(device: str | torch.device | None = None) -> tuple[int, int]:
+    """Join the ``torchrun`` process group for a DiT computing on ``device`` (default: CUDA when available): NCCL
+    for CUDA, gloo for the CPU. Returns ``(rank, world_size)``.
 
-    On GPUs each process takes the device of its ``LOCAL_RANK``, and xfuser's Ulysses group spanning all ranks is
+    With NCCL each process takes the GPU of its ``LOCAL_RANK``, and xfuser's Ulysses group spanning all ranks is
     set up when xfuser is installed (as DiffSynth's ``initialize_usp`` does).
     """
     if not dist.is_initialized():
         if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
             raise ValueError("no RANK/WORLD_SIZE in the environment: launch with torchrun --nproc_per_node N")
-        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
+        backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, init_method="env://")
     rank, world_size = dist.get_rank(), dist.get_world_size()
     if dist.get_backend() == "nccl":
@@ -154,8 +157,9 @@ def enable_sequence_parallel(
 ) -> DualCamCtrlDiT:
     """Make ``dit.forward`` run sequence-parallel over ``group`` (default: the whole initialised process group).
 
-    ``use_xfuser=None`` picks xfuser's attention when it is installed, the group is the whole world and the DiT is
-    on a CUDA device (``init_distributed`` then has set up xfuser's parallel state).
+    ``use_xfuser=None`` picks xfuser's attention when it is installed, the group is the whole world and the
+    processes talk over NCCL, as ``init_distributed`` sets up for a DiT computing on GPUs (offloaded or not); that
+    is when it has set up xfuser's parallel state.
     """
     if not dist.is_initialized():
         raise ValueError("torch.distributed is not initialised: call init_distributed() under torchrun first")
@@ -166,7 +170,7 @@ def enable_sequence_parallel(
     if num_heads % world_size:
         raise ValueError(f"the DiT's {num_heads} attention heads cannot be split over {world_size} ranks")
     if use_xfuser is None:
-        use_xfuser = group is None and xfuser_available() and next(dit.parameters()).device.type == "cuda"
+        use_xfuser = group is None and xfuser_available() and dist.get_backend() == "nccl"
     halos = {id(fusion): fusion_halo(fusion) for fusion in _fusion_modules(dit)}
     state = SequenceParallelState(
         group=group, rank=dist.get_rank(group), world_size=world_size, halo=max(halos.values(), default=0),

@@ -312,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sequence_parallel:
         from ..parallel import init_distributed, local_device
 
-        rank, _ = init_distributed()
+        rank, _ = init_distributed(args.device)
         args.device = local_device(args.device)
     depth_estimator = load_depth_estimator(args, setup) if image is not None and depth is None else None
     pipe = build_pipeline(args, setup)
