@@ -95,10 +95,11 @@ class StepCache:
                 "StepCache saw a different input shape than at the previous step: use one cache per guidance "
                 "stream and per generation"
             )
+        # float64 sums: a float16 sum over a full-size clip's ~30M elements would overflow to inf.
         sums = torch.stack([
-            sum((now - before).abs().sum() for now, before in zip(current, previous)),
-            sum(before.abs().sum() for before in previous),
-        ]).double()
+            sum((now - before).abs().sum(dtype=torch.float64) for now, before in zip(current, previous)),
+            sum(before.abs().sum(dtype=torch.float64) for before in previous),
+        ])
         state = getattr(dit, "sequence_parallel", None)
         if state is not None and state.world_size > 1:
             # Each rank sees its own frames; all must agree to skip.

@@ -129,6 +129,29 @@ def test_modulated_input_matches_the_block_formula(dit) -> None:
     torch.testing.assert_close(modulated_input(block, tokens, t_mod), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_the_change_measure_of_float16_activations_does_not_overflow(dit) -> None:
+    """Sums of |m| over a clip's tokens pass float16's largest value (65504); the measure must not saturate."""
+    generator = torch.Generator().manual_seed(2)
+    tokens = [torch.randn(1, 8000, dit.dim, generator=generator)]
+    tokens += [tokens[0] + 0.01 * torch.randn(tokens[0].shape, generator=generator),
+               torch.randn(tokens[0].shape, generator=generator)]
+    t_mod = torch.zeros(1, 6, dit.dim)
+    changes = {}
+    for dtype in (torch.float32, torch.float16):
+        model = DualCamCtrlDiT(**tiny_dit_config()).to(dtype).requires_grad_(False)
+        model.load_state_dict(dit.state_dict())
+        cache = StepCache(num_inference_steps=5, threshold=0.05)
+        changes[dtype] = []
+        for step_tokens in tokens:
+            step_tokens = step_tokens.to(dtype)
+            cache(model, step_tokens, step_tokens, t_mod.to(dtype), lambda rgb, depth: (rgb, depth))
+            changes[dtype].append(cache.accumulated_change)
+        assert modulated_input(model.blocks[0], tokens[0].to(dtype), t_mod.to(dtype)).abs().sum().isinf() == (
+            dtype == torch.float16)
+        assert (cache.computed, cache.skipped) == (2, 1)  # a small change skips, a new input computes
+    assert changes[torch.float16] == pytest.approx(changes[torch.float32], rel=1e-2, abs=1e-4)
+
+
 def test_reusing_a_cache_for_another_shape_is_an_error(dit, conditioning) -> None:
     cache = StepCache(STEPS, threshold=1e9)
     sample(dit, conditioning, 2, cache)
