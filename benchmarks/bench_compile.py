@@ -35,8 +35,9 @@ from diffsynth_dualcam.parallel.backend import compile_dit
 from diffsynth_dualcam.pipeline import DualCamCtrlPipeline
 
 #: Largest relative L2 difference of the compiled step's outputs to the eager ones (fused kernels round
-#: differently; a bf16 result keeps ~3 digits).
-AGREEMENT = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}
+#: differently). The random full-size DiT's bf16 outputs lie ~1.5e-2 from float32 ones whatever the kernels, so two
+#: bf16 computations of it may differ by up to about twice that.
+AGREEMENT = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-2}
 
 
 def run(device: str = "cpu", dtype: str | None = None, size: str | None = None, repeats: int = 5) -> Row:

@@ -76,7 +76,7 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
 
 def random_models(size: str, device: torch.device, dtype: torch.dtype) -> Iterator[tuple[str, torch.nn.Module]]:
     """The pipeline's four models with random weights on ``device`` in ``dtype``, one at a time: real-size ones
-    built directly there in ``dtype`` (the CLIP encoder builds itself on the CPU in float32 and is moved), or the
+    built directly there in ``dtype`` (the CLIP encoder builds itself on the CPU and is moved), or the
     tiny ones."""
     if size == "tiny":
         models = tiny_models(seed=0)

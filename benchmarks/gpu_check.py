@@ -93,7 +93,8 @@ def check_steps(python: str, repeats: int | None) -> list[tuple[str, list[str]]]
 
 def run_logged(command: Sequence[str], log: Path, env: dict[str, str]) -> int:
     """Run ``command`` from the repository root with its output on the terminal and in ``log``; its exit status."""
-    with log.open("w") as handle, subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    # Line-buffered: a run killed at its time limit still leaves every line it printed in the log.
+    with log.open("w", buffering=1) as handle, subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                                     stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
         assert process.stdout is not None
         for line in process.stdout:

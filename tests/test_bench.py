@@ -354,3 +354,19 @@ def test_a_row_reports_its_ratio_against_its_target_and_leaves_out_what_it_lacks
     untargeted = Row(benchmark="memory", measured="120 MiB", baseline="-", ratio=math.nan, target="report",
                      met=None, device="cpu torch.float32")
     assert untargeted.report().splitlines() == ["memory", "  measured  120 MiB", "  target report (cpu torch.float32)"]
+
+
+def test_the_guidance_benchmark_refuses_a_merged_call_that_computes_another_velocity(monkeypatch) -> None:
+    """Each prompt's half of the merged call is checked against its own separate call before anything is timed."""
+    class SwappedNegative(bench_cfg.DualCamUnit_CfgMerger):
+        def process(self, pipe, inputs_shared, inputs_posi, inputs_nega):
+            shared, posi, nega = super().process(pipe, inputs_shared, inputs_posi, inputs_nega)
+            shared["context"] = torch.cat([shared["context"][:1], torch.randn_like(shared["context"][1:])])
+            return shared, posi, nega
+
+    timed = []
+    monkeypatch.setattr(bench_cfg, "interleaved_times", lambda *args, **kwargs: timed.append(args))
+    monkeypatch.setattr(bench_cfg, "DualCamUnit_CfgMerger", SwappedNegative)
+    with pytest.raises(ValueError, match="merged guidance differs on the rgb branch"):
+        bench_cfg.run("cpu", size="tiny", repeats=1)
+    assert not timed
