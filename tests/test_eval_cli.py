@@ -55,6 +55,7 @@ def test_eval_writes_report_csv_and_plots(clip_folders, tmp_path, capsys):
 
     report = json.loads(out.read_text())
     assert report["normalization"] == "max" and "max ||t||" in report["convention"]
+    assert report["settings"]["resample"] is True
     assert report["unmatched_videos"] == ["extra"]
     assert [clip["name"] for clip in report["clips"]] == ["orbit", "truck"]
     summary = report["summary"]
@@ -101,6 +102,16 @@ def test_eval_reports_bad_folders_without_writing(clip_folders, tmp_path, capsys
     CameraTrajectory.preset("static", 4).save(broken / "clip.json")
     assert main(["eval", "--videos", str(broken), "--trajectories", str(broken), "--out", str(out)]) == 2
     assert "clip.mp4: cannot read the video" in capsys.readouterr().err
+    zoom = tmp_path / "zoom"
+    zoom.mkdir()
+    iio.imwrite(zoom / "dolly.mp4", np.zeros((4, 32, 32, 3), dtype=np.uint8), fps=4, macro_block_size=1)
+    CameraTrajectory.preset("zoom_in", 4).save(zoom / "dolly.json")
+    assert main(["eval", "--videos", str(zoom), "--trajectories", str(zoom), "--out", str(out), "--trials", "1"]) == 2
+    assert "clip dolly: the trajectory changes its intrinsics over the clip (a zoom)" in capsys.readouterr().err
+    CameraTrajectory.preset("dolly_in", 3).save(zoom / "dolly.json")  # shorter than the video: only resampling fits
+    assert main(["eval", "--videos", str(zoom), "--trajectories", str(zoom), "--out", str(out),
+                 "--no-resample"]) == 2
+    assert "clip dolly: trajectory has 3 frames but the video has 4; resample it" in capsys.readouterr().err
     assert not out.exists()
 
 
@@ -118,13 +129,13 @@ def test_clip_pairs_match_by_stem_and_refuse_ambiguity(tmp_path):
 
 def test_reference_is_cut_or_resampled_and_takes_fov_or_cover_cropped_intrinsics():
     requested = CameraTrajectory.preset("truck_right", 21, source_size=(640, 360))
-    cut = reference_for_video(requested, 11, 320, 320)
+    cut = reference_for_video(requested, 11, 320, 320, resample=False)
     np.testing.assert_allclose(cut.c2w, requested.c2w[:11])
-    resampled = reference_for_video(requested, 11, 320, 320, resample=True)
+    resampled = reference_for_video(requested, 11, 320, 320)  # by default, as generation does
     np.testing.assert_allclose(resampled.c2w[:, 0, 3], requested.c2w[::2, 0, 3], atol=1e-12)
-    with pytest.raises(ValueError, match="has 21 frames but the video has 30; pass resample"):
-        reference_for_video(requested, 30, 320, 320)
-    assert len(reference_for_video(requested, 30, 320, 320, resample=True)) == 30
+    with pytest.raises(ValueError, match="has 21 frames but the video has 30; resample it"):
+        reference_for_video(requested, 30, 320, 320, resample=False)
+    assert len(reference_for_video(requested, 30, 320, 320)) == 30
     # 640x360 covering 320x320: the width is cropped, fx grows by (320 * 640 / 360) / 320.
     assert cut.intrinsics[0, 0] == pytest.approx(requested.intrinsics[0, 0] * 640 / 360)
     assert cut.intrinsics[0, 1] == pytest.approx(requested.intrinsics[0, 1])

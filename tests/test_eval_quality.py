@@ -111,3 +111,12 @@ def test_frames_must_be_uint8_rgb():
     with pytest.raises(ValueError, match=r"real_frames must be uint8 \[N, H, W, 3\]"):
         frechet_inception_distance(np.zeros((2, 8, 8, 3)), np.zeros((2, 8, 8, 3), dtype=np.uint8),
                                    feature=ColourStatistics())
+
+
+def test_clip_score_cuts_prompts_longer_than_the_text_context(tiny_clip):
+    """The tiny CLIP reads 32 text positions, one per character here: what follows them does not count."""
+    video = [np.random.default_rng(3).integers(0, 256, size=(2, 40, 48, 3), dtype=np.uint8)]
+    head = "a wide street " * 3
+    scores = [clip_score(video, [head + tail], tiny_clip) for tail in ("at night under rain", "by day in snow")]
+    assert scores[0] == pytest.approx(scores[1], abs=1e-6)
+    assert clip_score(video, ["a narrow street " + head], tiny_clip) != pytest.approx(scores[0], abs=1e-6)

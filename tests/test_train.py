@@ -321,6 +321,8 @@ def test_example_configs_hold_the_published_recipe():
     ("train.stage=fused", "train.stage must be one of"),
     ("train.learning_rat=1", "train: unknown keys \\['learning_rat'\\]"),
     ("data.num_frames=8", "data.num_frames must be 4k\\+1"),
+    ("validation.height=330", "validation.height/width must be multiples of 16, got 330x480"),
+    ("validation.num_inference_steps=0", "validation.num_inference_steps must be >= 1, got 0"),
     ("model.wan_camera_dit=null", "model.dit or model.wan_camera_dit is required"),
     ("data.root=", "data.root: the dataset folder is required"),
     ("datum.root=x", "unknown config sections \\['datum'\\]"),

@@ -91,7 +91,8 @@ def clip_score(
     videos: Sequence[np.ndarray], prompts: Sequence[str], model: str | Path = "openai/clip-vit-base-patch16"
 ) -> float:
     """CLIPSIM: mean cosine similarity between the CLIP embedding of every frame of each video (uint8 [T, H, W, 3])
-    and that of the video's prompt, over all frames of all videos.
+    and that of the video's prompt, over all frames of all videos. Prompts longer than CLIP's text context are
+    cut to it.
 
     ``model`` is a Hugging Face CLIP name or a local folder holding a CLIP model and processor. Computed with
     ``transformers`` directly: torchmetrics' CLIPScore 1.9 does not handle the outputs of transformers 5.
@@ -104,8 +105,11 @@ def clip_score(
     clip = CLIPModel.from_pretrained(model).eval()
     processor = CLIPProcessor.from_pretrained(model)
     similarities = []
+    # Captions may be longer than CLIP's text positions (77): the prompt is cut there, as CLIPScore does.
+    max_tokens = clip.config.text_config.max_position_embeddings
     for frames, prompt in zip(checked, prompts):
-        inputs = processor(text=[prompt], images=list(frames), return_tensors="pt", padding=True)
+        inputs = processor(text=[prompt], images=list(frames), return_tensors="pt", padding=True, truncation=True,
+                           max_length=max_tokens)
         outputs = clip(**inputs)
         similarities.append((outputs.image_embeds @ outputs.text_embeds.T).squeeze(1))
     return float(torch.cat(similarities).mean())

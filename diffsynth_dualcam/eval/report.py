@@ -50,7 +50,7 @@ class EvalSettings:
     stride: int = 1
     max_frames: int | None = None
     min_registered: float = 0.5
-    resample: bool = False
+    resample: bool = True
     num_threads: int = -1
     seed: int = 0
 
@@ -113,12 +113,12 @@ def reference_for_video(
     width: int,
     height: int,
     fov: float | None = None,
-    resample: bool = False,
+    resample: bool = True,
 ) -> CameraTrajectory:
     """The requested trajectory as the video shows it, matching what generation does with a trajectory of another
-    length: its first ``num_frames`` frames, or with ``resample`` the whole motion resampled to ``num_frames``.
-    Intrinsics come from ``fov`` when given, else are cover-cropped from the trajectory's source size to the video
-    size (or kept when the source size is unknown)."""
+    length: with ``resample`` (generation's default) the whole motion resampled to ``num_frames``, without it the
+    first ``num_frames`` frames. Intrinsics come from ``fov`` when given, else are cover-cropped from the
+    trajectory's source size to the video size (or kept when the source size is unknown)."""
     if len(trajectory) != num_frames:
         if resample:
             trajectory = trajectory.resampled(num_frames)
@@ -127,7 +127,7 @@ def reference_for_video(
         else:
             raise ValueError(
                 f"trajectory has {len(trajectory)} frames but the video has {num_frames}; "
-                "pass resample to stretch the trajectory over the video"
+                "resample it to stretch the trajectory over the video"
             )
     if fov is not None:
         intrinsics = np.tile(fov_intrinsics(fov, width, height), (num_frames, 1))
@@ -152,7 +152,8 @@ def _median_or_none(values: list[float]) -> float | None:
 
 def prepare_clip(pair: ClipPair, settings: EvalSettings) -> tuple[FrameSource, CameraTrajectory, CameraTrajectory]:
     """Open the clip's video and load its trajectory: (frame source, trajectory as loaded, reference for the video).
-    Raises a ValueError naming the clip when the video cannot be read or the lengths cannot be matched."""
+    Raises a ValueError naming the clip when the video cannot be read, the lengths cannot be matched, or the
+    reference's intrinsics change over the clip (a zoom: SfM here solves for one fixed camera)."""
     try:
         source = FrameSource(pair.video)
     except RuntimeError as error:
@@ -163,6 +164,11 @@ def prepare_clip(pair: ClipPair, settings: EvalSettings) -> tuple[FrameSource, C
         reference = reference_for_video(requested, len(source), width, height, settings.fov, settings.resample)
     except ValueError as error:
         raise ValueError(f"clip {pair.name}: {error}") from None
+    if not np.allclose(reference.intrinsics, reference.intrinsics[0], rtol=1e-6, atol=1e-9):
+        raise ValueError(
+            f"clip {pair.name}: the trajectory changes its intrinsics over the clip (a zoom), but pose estimation "
+            "solves for one fixed camera: leave zoom clips out of the evaluation"
+        )
     return source, requested, reference
 
 
@@ -189,7 +195,7 @@ def evaluate_clip(
             with warnings.catch_warnings():
                 # Unregistered frames are listed in the record instead.
                 warnings.simplefilter("ignore", UnregisteredFramesWarning)
-                estimate = estimate_trajectory(frames, reference.intrinsics[0], settings.mapper,
+                estimate = estimate_trajectory(frames, reference.intrinsics, settings.mapper,
                                                settings.num_threads, seed)
         except PoseEstimationError as error:
             record.update(failed=True, error=str(error), registered_fraction=0.0)

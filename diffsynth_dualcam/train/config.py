@@ -149,6 +149,11 @@ class TrainConfig:
                     raise ValueError(f"model.{key} is required")
         if (self.validation.num_frames - 1) % 4:
             raise ValueError(f"validation.num_frames must be 4k+1, got {self.validation.num_frames}")
+        if self.validation.height % 16 or self.validation.width % 16:
+            raise ValueError(f"validation.height/width must be multiples of 16, got "
+                             f"{self.validation.height}x{self.validation.width}")
+        if self.validation.num_inference_steps < 1:
+            raise ValueError(f"validation.num_inference_steps must be >= 1, got {self.validation.num_inference_steps}")
         return self
 
 
