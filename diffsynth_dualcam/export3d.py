@@ -22,6 +22,7 @@ from plyfile import PlyData, PlyElement
 from tqdm import tqdm
 
 from .camera import CameraTrajectory
+from .camera.formats import colmap_image_name
 from .io import atomic_write
 
 #: File of a run folder holding the frame-0 depth map the generation was conditioned on (output size, 8-bit).
@@ -224,7 +225,11 @@ def _read_video(path: Path) -> np.ndarray:
     """All frames of a video as [F, H, W, 3] uint8."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: a run folder holds video.mp4, depth.mp4 and params.json")
-    return np.stack([np.asarray(frame)[..., :3] for frame in imageio.mimread(path, memtest=False)])
+    try:
+        frames = imageio.mimread(path, memtest=False)
+    except Exception as error:  # imageio's backends raise OSError, RuntimeError, ... for damaged videos
+        raise ValueError(f"{path}: not a readable video ({str(error).splitlines()[0]})") from None
+    return np.stack([np.asarray(frame)[..., :3] for frame in frames])
 
 
 def load_run(run_dir: str | Path, input_depth: str | Path | None = None) -> GeneratedRun:
@@ -251,8 +256,11 @@ def load_run(run_dir: str | Path, input_depth: str | Path | None = None) -> Gene
     else:
         if not depth_path.is_file():
             raise FileNotFoundError(f"input depth map {depth_path} not found")
-        with Image.open(depth_path) as image:
-            depth_image = image.convert("L")
+        try:
+            with Image.open(depth_path) as image:
+                depth_image = image.convert("L")
+        except Exception as error:  # Pillow raises several types for files that are not (whole) images
+            raise ValueError(f"{depth_path}: not a readable image ({error})") from None
         if depth_image.size != (rgb.shape[2], rgb.shape[1]):
             raise ValueError(f"{depth_path}: input depth is {depth_image.width}x{depth_image.height}, "
                              f"the video is {rgb.shape[2]}x{rgb.shape[1]}")
@@ -286,7 +294,7 @@ def export_run(
     for index, frame in enumerate(tqdm(run.rgb, desc="Writing frames", leave=False)):
         png = io.BytesIO()
         Image.fromarray(frame).save(png, format="PNG", compress_level=1)
-        atomic_write(out_dir / "images" / f"frame_{index:05d}.png", png.getvalue())
+        atomic_write(out_dir / "images" / colmap_image_name(index, len(run.rgb)), png.getvalue())
     height, width = run.rgb.shape[1:3]
     sparse = out_dir / "sparse" / "0"
     CameraTrajectory(run.trajectory.c2w, run.trajectory.intrinsics, (width, height)).save(sparse, format="colmap")

@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import struct
 import zipfile
 
 import gradio as gr
@@ -63,6 +64,13 @@ def test_keyframes_interpolate_slerp_and_lerp_and_hold_the_ends():
     np.testing.assert_allclose(trajectory.intrinsics, np.tile(INTRINSICS, (9, 1)))
 
 
+def test_a_keyframe_turn_past_180_degrees_keeps_its_direction():
+    trajectory = keyframes_to_trajectory([[0, 0, 0, 0, 0, 0, 0], [3, 270, 0, 0, 0, 0, 0]], num_frames=4,
+                                         intrinsics=INTRINSICS)
+    # Yaw 0, 90, 180, 270: the viewing axis turns right through +x, then back, then -x.
+    np.testing.assert_allclose(trajectory.c2w[:, :3, 2], [[0, 0, 1], [1, 0, 0], [0, 0, -1], [-1, 0, 0]], atol=1e-12)
+
+
 def test_keyframe_pitch_looks_up_and_roll_is_applied_last():
     trajectory = keyframes_to_trajectory([[0, 0, 30, 0, 0, 0, 0]], num_frames=1, intrinsics=INTRINSICS)
     forward = trajectory.c2w[0, :3, 2]
@@ -104,6 +112,19 @@ def test_sanitise_name_keeps_only_a_safe_base_name():
     assert sanitise_name("../../etc/passwd") == "passwd"
     assert sanitise_name("my photo (1).PNG") == "my_photo_1_.PNG"
     assert sanitise_name("..") == "upload"
+
+
+@pytest.mark.parametrize("error", [SyntaxError("broken PNG file"), struct.error("bad EXIF value")])
+def test_image_data_that_pillow_cannot_decode_is_an_upload_error(upload_root, monkeypatch, error):
+    """Pillow reports damaged chunks and EXIF data with SyntaxError and struct.error besides OSError."""
+    from PIL import ImageOps
+
+    def damaged(image):
+        raise error
+
+    monkeypatch.setattr(ImageOps, "exif_transpose", damaged)
+    with pytest.raises(UploadError, match="first frame: the image data is damaged or cut short"):
+        load_image_upload(_png(upload_root / "ok.png"), "first frame")
 
 
 def test_uploads_outside_the_upload_folder_are_refused(tmp_path, upload_root):

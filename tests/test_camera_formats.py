@@ -358,3 +358,49 @@ def test_round_trip_of_random_trajectories(tmp_path, seed, num_frames, size, nam
     np.testing.assert_allclose(restored.c2w, trajectory.c2w, atol=atol)
     np.testing.assert_allclose(restored.intrinsics, trajectory.intrinsics, atol=atol, rtol=1e-6)
     assert restored.source_size == size
+
+
+def test_realestate10k_with_a_byte_order_mark_keeps_every_row_and_a_bad_first_row_is_an_error(tmp_path):
+    trajectory = CameraTrajectory.preset("truck_right", 5)
+    rows = "\n".join(" ".join(repr(float(value)) for value in row) for row in trajectory.to_realestate10k())
+    with_mark = tmp_path / "mark.txt"
+    with_mark.write_bytes(b"\xef\xbb\xbf" + rows.encode())
+    np.testing.assert_allclose(CameraTrajectory.load(with_mark).c2w, trajectory.c2w, atol=1e-12)
+    typo = tmp_path / "typo.txt"
+    typo.write_text("O" + rows[1:])  # the letter O for the first timestamp's 0
+    with pytest.raises(ValueError, match="row 0 holds a value that is not a number"):
+        CameraTrajectory.load(typo)
+
+
+def test_colmap_writer_refuses_files_and_binary_models_and_keeps_points(tmp_path):
+    from diffsynth_dualcam.camera.formats import colmap_image_name
+
+    trajectory = CameraTrajectory.preset("pan_left", 9, source_size=(64, 48))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="a COLMAP model is a folder, and this is a file"):
+        trajectory.save(tmp_path / "file", format="colmap")
+    binary = tmp_path / "binary"
+    CameraTrajectory.preset("static", 5, source_size=(64, 48)).save(tmp_path / "text", format="colmap")
+    pycolmap.Reconstruction(str(tmp_path / "text")).write_binary(str(binary.mkdir() or binary))
+    with pytest.raises(ValueError, match=r"holds a binary COLMAP model \(cameras.bin, images.bin\)"):
+        trajectory.save(binary, format="colmap")
+    points = "# 3D point list\n1 0 0 1 255 0 0 0\n"
+    (tmp_path / "text" / "points3D.txt").write_text(points)
+    trajectory.save(tmp_path / "text", format="colmap")
+    assert (tmp_path / "text" / "points3D.txt").read_text() == points
+    np.testing.assert_allclose(CameraTrajectory.load(tmp_path / "text").c2w, trajectory.c2w, atol=1e-9)
+    # Names sort in frame order however long the trajectory.
+    names = [colmap_image_name(index, 100_001) for index in (9, 99_999, 100_000)]
+    assert names == sorted(names) and names[0] == "frame_000009.png"
+    assert colmap_image_name(7, 12) == "frame_00007.png"
+
+
+def test_a_torch_file_with_code_is_refused_with_a_reason(tmp_path):
+    class RunsCode:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    path = tmp_path / "evil.torch"
+    torch.save({"cameras": RunsCode()}, path)
+    with pytest.raises(ValueError, match="holds Python objects other than tensors and plain containers; refused"):
+        CameraTrajectory.load(path)

@@ -248,3 +248,16 @@ def test_voxel_size_zero_keeps_every_point_and_none_merges(plane_scene):
     merged = lift_frames(rgb, disparity, c2w, intrinsics, frame_stride=1, pixel_stride=1, near=NEAR, far=FAR)
     assert len(every) == 5 * HEIGHT * WIDTH
     assert 0 < len(merged) < len(every)  # five overlapping views of one plane share voxels
+
+
+def test_damaged_run_files_are_named_in_a_value_error(tmp_path, plane_scene):
+    from diffsynth_dualcam.export3d import load_run
+
+    _write_plane_run(tmp_path, plane_scene)
+    not_an_image = tmp_path / "depth.txt"
+    not_an_image.write_text("not an image")
+    with pytest.raises(ValueError, match=r"depth\.txt: not a readable image"):
+        load_run(tmp_path, input_depth=not_an_image)
+    (tmp_path / "video.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 but cut short")
+    with pytest.raises(ValueError, match=r"video\.mp4: not a readable video"):
+        load_run(tmp_path)

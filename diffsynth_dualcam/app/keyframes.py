@@ -1,9 +1,11 @@
 """Camera keyframes typed into a table, interpolated into a trajectory.
 
 Each row is ``frame, yaw, pitch, roll, x, y, z``: angles in degrees (yaw turns right, pitch looks up, roll turns
-clockwise as seen by the camera, applied in that order to the camera's own axes), position in the axes of the first
-camera (x right, y down, z forward). Positions are interpolated linearly, rotations by slerp; frames before the first
-keyframe and after the last hold its pose.
+clockwise as seen by the camera, applied in that order to the camera's own axes) and a position, both in one fixed
+frame: the axes of a camera with all angles 0 (x right, y down, z forward). Generation uses the motion relative to
+the first frame, so with a first keyframe at angles 0 they are the first camera's axes. Angles and positions are
+interpolated linearly (yaw 0 to 270 turns 270 degrees right); frames before the first keyframe and after the last
+hold its pose.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.spatial.transform import Rotation, Slerp
+from scipy.spatial.transform import Rotation
 
 from ..camera import CameraTrajectory
 
@@ -58,13 +60,10 @@ def keyframes_to_trajectory(
     """A `num_frames` trajectory through the keyframes, all frames with the same normalised (fx, fy, cx, cy)."""
     table = _parse_rows(rows, num_frames)
     frames = table[:, 0]
-    rotations = Rotation.from_euler("YXZ", table[:, 1:4], degrees=True)
     every_frame = np.clip(np.arange(num_frames), frames[0], frames[-1])
+    # Angles, not rotations, are interpolated: a typed turn of more than 180 degrees keeps its direction.
+    values = np.stack([np.interp(every_frame, frames, table[:, column]) for column in range(1, 7)], axis=1)
     c2w = np.tile(np.eye(4), (num_frames, 1, 1))
-    if len(frames) == 1:
-        c2w[:, :3, :3] = rotations.as_matrix()[0]
-    else:
-        c2w[:, :3, :3] = Slerp(frames, rotations)(every_frame).as_matrix()
-    for axis in range(3):
-        c2w[:, axis, 3] = np.interp(every_frame, frames, table[:, 4 + axis])
+    c2w[:, :3, :3] = Rotation.from_euler("YXZ", values[:, :3], degrees=True).as_matrix()
+    c2w[:, :3, 3] = values[:, 3:]
     return CameraTrajectory(c2w, np.tile(np.asarray(intrinsics, dtype=np.float64), (num_frames, 1)))

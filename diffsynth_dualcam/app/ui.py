@@ -203,7 +203,8 @@ def build_app(generate: Generate, settings: AppSettings | None = None) -> gr.Blo
                 with gr.Group(visible=False, elem_id="keyframe-camera") as keyframe_group:
                     keyframes = gr.Dataframe(
                         value=default_keyframes, headers=KEYFRAME_COLUMNS, datatype="number", type="array",
-                        label="Keyframes: yaw right / pitch up / roll in degrees; x right, y down, z forward",
+                        label=("Keyframes: yaw right / pitch up / roll in degrees; x right, y down, z forward "
+                               "of a camera at angles 0"),
                         column_count=len(KEYFRAME_COLUMNS), interactive=True, elem_id="keyframes",
                     )
                     field_of_view = gr.Slider(20, 150, value=settings.field_of_view, step=1,

@@ -87,7 +87,7 @@ def load_image_upload(path: str | Path, what: str, roots: Sequence[Path] | None 
     try:
         with Image.open(resolved) as probe:
             image_format, (width, height) = probe.format, probe.size
-    except (OSError, Image.DecompressionBombError) as error:
+    except Exception as error:  # Pillow raises OSError, SyntaxError, struct.error, ... for damaged files
         raise UploadError(f"{what}: not a readable image; use one of {', '.join(IMAGE_FORMATS)}") from error
     if image_format not in IMAGE_FORMATS:
         raise UploadError(f"{what}: format {image_format} is not accepted; use one of {', '.join(IMAGE_FORMATS)}")
@@ -98,7 +98,7 @@ def load_image_upload(path: str | Path, what: str, roots: Sequence[Path] | None 
     try:
         with Image.open(resolved) as image:
             upright = ImageOps.exif_transpose(image)
-    except OSError as error:
+    except Exception as error:  # as above; damaged EXIF data also raises struct.error or SyntaxError
         raise UploadError(f"{what}: the image data is damaged or cut short") from error
     try:
         return check_image(what, upright)

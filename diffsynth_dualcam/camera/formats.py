@@ -36,6 +36,8 @@ CONVENTION = (
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 #: Camera models whose parameters are exactly a pinhole (no distortion).
 PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
+#: Files of a binary COLMAP model that readers take over a text model in the same folder.
+COLMAP_BINARY_FILES = ("cameras.bin", "images.bin")
 _TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 _ACCEPTED_JSON = (f"accepted JSON trajectories are objects: a {FORMAT_NAME} file "
                   f"({{\"format\": \"{FORMAT_NAME}\", \"version\": {FORMAT_VERSION}, \"frames\": [...]}}) or a NeRF "
@@ -94,7 +96,7 @@ def read_realestate10k(path: Path) -> CameraTrajectory:
     lines = [line.split() for line in _decode(path.read_bytes(), path).splitlines()]
     lines = [line for line in lines if line]
     source_size = REALESTATE10K_FRAME_SIZE
-    if lines and not _is_number(lines[0][0]):
+    if lines and not _is_number(lines[0][0]) and (len(lines[0]) == 1 or lines[0][0] == FORMAT_NAME):
         source_size = _realestate10k_source_size(lines[0], path)
         lines = lines[1:]  # the video URL, or our header
     rows = []
@@ -141,6 +143,9 @@ def read_torch(path: Path) -> CameraTrajectory:
     try:
         content = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for corrupt archives; all mean "not readable"
+        if "Weights only load failed" in str(error):
+            raise ValueError(f"{path}: holds Python objects other than tensors and plain containers; refused, as "
+                             "loading them could run code") from None
         raise ValueError(f"{path}: not a readable torch file ({type(error).__name__}: {error})") from None
     cameras = content.get("cameras") if isinstance(content, dict) else content
     if not isinstance(cameras, torch.Tensor):
@@ -460,9 +465,21 @@ def write_nerf_transforms(trajectory: CameraTrajectory, path: Path) -> None:
     atomic_write(path, json.dumps(document, indent=1).encode())
 
 
+def colmap_image_name(index: int, num_frames: int) -> str:
+    """Name of frame ``index`` of ``num_frames`` in a written COLMAP model: zero-padded so name order is frame order."""
+    return f"frame_{index:0{max(5, len(str(num_frames - 1)))}d}.png"
+
+
 def write_colmap(trajectory: CameraTrajectory, path: Path) -> None:
     """COLMAP text model in directory ``path``: one PINHOLE camera per distinct intrinsics, images
-    ``frame_00000.png``... (so that name order is frame order), an empty points3D.txt."""
+    ``frame_00000.png``... (zero-padded so that name order is frame order), and an empty points3D.txt unless the
+    folder holds one. A folder holding a binary model is refused: readers would take it over the text one."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path}: a COLMAP model is a folder, and this is a file")
+    binary = sorted(name for name in COLMAP_BINARY_FILES if (path / name).exists())
+    if binary:
+        raise ValueError(f"{path}: holds a binary COLMAP model ({', '.join(binary)}), which readers take over the "
+                         "text model this writes: write into another folder")
     width, height = _require_source_size(trajectory, "COLMAP")
     pixel = trajectory.pixel_intrinsics(height, width)
     unique_intrinsics, camera_index = np.unique(pixel, axis=0, return_inverse=True)
@@ -476,12 +493,13 @@ def write_colmap(trajectory: CameraTrajectory, path: Path) -> None:
         qx, qy, qz, qw = quaternions[index]
         values = [qw, qx, qy, qz, *w2c[index, :3, 3]]
         images.append(f"{index + 1} " + " ".join(_format_number(value) for value in values)
-                      + f" {int(camera_index[index]) + 1} frame_{index:05d}.png")
+                      + f" {int(camera_index[index]) + 1} {colmap_image_name(index, len(trajectory))}")
         images.append("")
     path.mkdir(parents=True, exist_ok=True)
     atomic_write(path / "cameras.txt", ("\n".join(cameras) + "\n").encode())
     atomic_write(path / "images.txt", ("\n".join(images) + "\n").encode())
-    atomic_write(path / "points3D.txt", b"# 3D point list: empty (camera trajectory only)\n")
+    if not (path / "points3D.txt").exists():
+        atomic_write(path / "points3D.txt", b"# 3D point list: empty (camera trajectory only)\n")
 
 
 READERS: dict[str, Callable[[Path], CameraTrajectory]] = {
@@ -501,7 +519,7 @@ FORMATS = tuple(READERS)
 
 def _decode(data: bytes, path: Path) -> str:
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a byte-order mark, which some editors write, is not part of the text
     except UnicodeDecodeError as error:
         raise ValueError(f"{path}: not a UTF-8 text file and not a torch file ({error})") from None
 
