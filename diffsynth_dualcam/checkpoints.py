@@ -264,10 +264,11 @@ def official_dit_path(
         model_config.download_if_necessary()
         found = model_config.path if isinstance(model_config.path, str) else None
         if found is None or not Path(found).is_file():
+            skipped = (" (downloads skipped: DIFFSYNTH_SKIP_DOWNLOAD=true)" if model_config.parse_skip_download()
+                       else "")
             raise FileNotFoundError(
                 f"the official DiT is neither at {converted} nor at {official}, and {model_id}/{OFFICIAL_FILE_NAME} "
-                f"was not found under {model_config.local_model_path} (downloads skipped: "
-                f"DIFFSYNTH_SKIP_DOWNLOAD={os.environ.get('DIFFSYNTH_SKIP_DOWNLOAD')}); see checkpoints/README.md"
+                f"was not found under {model_config.local_model_path}{skipped}; see checkpoints/README.md"
             )
         official = Path(found)
     return convert_official_checkpoint(official, checkpoint_dir, config)["dit"]

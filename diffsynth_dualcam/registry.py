@@ -90,8 +90,15 @@ def read_config_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
     """The DiT config that ``save_dit`` stored in a safetensors file, or None (other files, other writers)."""
     if not str(path).endswith(".safetensors"):
         return None
-    text = load_metadata_from_safetensors(str(path)).get(CONFIG_METADATA_KEY)
-    return None if text is None else json.loads(text)
+    try:
+        text = load_metadata_from_safetensors(str(path)).get(CONFIG_METADATA_KEY)
+        config = None if text is None else json.loads(text)
+    except Exception as error:  # safetensors raises its own error type for a damaged header
+        raise ValueError(f"{path}: not a readable safetensors file, truncated or corrupt ({error}); download or "
+                         "convert it again") from None
+    if config is not None and not isinstance(config, dict):
+        raise ValueError(f"{path}: its {CONFIG_METADATA_KEY!r} metadata is not a JSON object")
+    return config
 
 
 def layout_difference(found: Mapping[str, Sequence[int]], expected: Mapping[str, Sequence[int]]) -> str:

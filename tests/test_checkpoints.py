@@ -200,8 +200,13 @@ def test_official_dit_path_prefers_converted_then_local_pt(tmp_path, monkeypatch
     monkeypatch.setenv("DIFFSYNTH_SKIP_DOWNLOAD", "true")
     checkpoint_dir = tmp_path / "checkpoints"
     checkpoint_dir.mkdir()
-    with pytest.raises(FileNotFoundError, match="checkpoints/README.md"):
+    with pytest.raises(FileNotFoundError, match=r"\(downloads skipped: DIFFSYNTH_SKIP_DOWNLOAD=true\); see"):
         official_dit_path(checkpoint_dir, local_model_path=str(tmp_path / "models"))
+    monkeypatch.setenv("DIFFSYNTH_SKIP_DOWNLOAD", "false")  # a download that finds nothing does not claim a skip
+    monkeypatch.setattr("diffsynth.core.loader.config.ModelConfig.download_if_necessary", lambda self, *a, **k: None)
+    with pytest.raises(FileNotFoundError, match=r"was not found under \S+; see checkpoints/README.md"):
+        official_dit_path(checkpoint_dir, local_model_path=str(tmp_path / "models"))
+    monkeypatch.setenv("DIFFSYNTH_SKIP_DOWNLOAD", "true")
     converted = save_dit(random_dit(), checkpoint_dir / DIT_FILE_NAME)
     assert official_dit_path(checkpoint_dir) == converted
 

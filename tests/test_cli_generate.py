@@ -27,6 +27,7 @@ def inputs(tmp_path_factory):
     (folder / "not_an_image.png").write_text("plain text")
     Image.fromarray(np.tile(np.linspace(0, 65535, 160), (90, 1)).astype(np.uint16)).save(folder / "depth16.png")
     (folder / "taken").write_text("a file, not a folder")
+    (folder / "dangling").symlink_to(folder / "gone")
     CameraTrajectory.preset("static", num_frames=1).save(folder / "one_frame.json")
     return folder
 
@@ -96,10 +97,12 @@ BAD_ARGUMENTS = [
     (["--size", "64x50"], "--size: height must be a multiple of 16"),
     (["--steps", "0"], "--steps must be at least 1"),
     (["--cfg", "nan"], "--cfg must be a finite number"),
-    (["--seed", "-3"], "--seed must be >= 0"),
+    (["--seed", "-3"], "--seed: seed must be >= 0"),
+    (["--seed", str(2**63)], "--seed: seed must be below 2\\*\\*63"),
     (["--fps", "0"], "--fps must be at least 1"),
     (["--speed", "0"], "--speed must be a positive number"),
-    (["--checkpoint", "missing.safetensors"], "--checkpoint: no such file"),
+    (["--checkpoint", "missing.safetensors"], "--tiny runs tiny random models: drop --checkpoint"),
+    (["--out", "{inputs}/dangling"], "--out .*dangling is a link to .*gone, which does not exist"),
     (["--device", "bogus"], "--device: 'bogus' is not a torch device"),
     (["--device", "cpu:x"], "--device: 'cpu:x' is not a torch device"),
     (["--out", "{inputs}/taken"], "--out must be a folder, .*taken is a file"),
@@ -217,3 +220,38 @@ def test_batch_clip_without_any_camera_exits_2_before_models_load(tmp_path, caps
     assert code == 2
     assert "clip 'b': a camera is required" in stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_checkpoint_and_device_arguments_are_checked_and_normalised(inputs, tmp_path, capsys, no_pipeline):
+    common = ["--image", str(inputs / "image.png"), "--depth", str(inputs / "depth.png"), "--preset", "static",
+              "--out", str(tmp_path / "run")]
+    code, _, stderr = run_cli(capsys, *common, "--checkpoint", str(tmp_path / "missing.safetensors"))
+    assert code == 2 and "--checkpoint: no such file" in stderr
+    official = tmp_path / "dualcamctrl_diffusion_transformer.pt"
+    official.write_bytes(b"weights")
+    code, _, stderr = run_cli(capsys, *common, "--checkpoint", str(official))
+    assert code == 2 and f"convert the official .pt first with: dualcam convert-checkpoint {official}" in stderr
+    assert generate_cli.check_device("cpu:0") == "cpu" and generate_cli.check_device("cpu") == "cpu"
+
+
+def test_unwritable_out_is_refused_before_models_load(inputs, tmp_path, capsys, no_pipeline, monkeypatch):
+    real_access = generate_cli.os.access
+    monkeypatch.setattr(generate_cli.os, "access", lambda path, mode: False if path == tmp_path else
+                        real_access(path, mode))
+    code, _, stderr = run_cli(capsys, "--tiny", "--image", str(inputs / "image.png"), "--preset", "static",
+                              "--out", str(tmp_path / "new" / "run"))
+    assert code == 2 and f"this process may not write in {tmp_path}" in stderr
+
+
+def test_images_are_read_upright_by_their_exif_orientation(tmp_path):
+    pixels = np.zeros((40, 60, 3), dtype=np.uint8)
+    pixels[:, :10] = 255  # a white band on the left of the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: viewers turn it 90 degrees clockwise
+    Image.fromarray(pixels).save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    upright = np.asarray(generate_cli.load_image("--image", tmp_path / "photo.jpg"))
+    assert upright.shape[:2] == (60, 40)
+    assert upright[:10].mean() > 200 and upright[-10:].mean() < 50  # the band is now on top
+    Image.new("CMYK", (64, 64)).save(tmp_path / "print.jpg")
+    with pytest.raises(ValueError, match="mode 'CMYK', expected an 8-bit image .*; convert it to RGB first"):
+        generate_cli.load_image("--image", tmp_path / "print.jpg")

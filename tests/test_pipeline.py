@@ -396,3 +396,29 @@ def test_longer_trajectory_is_truncated_without_resampling(pipe, image, depth):
     output = generate(pipe, input_image=image, input_depth=depth, camera=orbit(num_frames=13), resample_camera=False)
     expected = orbit(num_frames=13)[:FRAMES].cover_crop((128, 72), (WIDTH, HEIGHT))
     np.testing.assert_allclose(output.trajectory.c2w, expected.c2w, atol=1e-12)
+
+
+def test_a_depth_map_of_another_frame_is_refused(pipe, image):
+    """The depth map must show the image's frame (any size) or its centre crop at the output's aspect."""
+    sideways = Image.new("L", (image.height * 2, image.width * 2))
+    with pytest.raises(ValueError, match=r"input_depth is .* \(aspect 0.56.\), but input_image is 128x72"):
+        generate(pipe, input_image=image, input_depth=sideways, camera=orbit())
+
+
+def test_the_depth_estimators_output_is_checked(pipe, image):
+    cases = ((np.zeros((HEIGHT, WIDTH), np.uint8), TypeError, "must return a PIL image"),
+             (Image.new("I;16", (WIDTH, HEIGHT)), ValueError, "depth_estimator must be an 8-bit"))
+    for result, error, message in cases:
+        pipe.depth_estimator = lambda picture, result=result: result
+        try:
+            with pytest.raises(error, match=message):
+                generate(pipe, input_image=image, camera=orbit())
+        finally:
+            pipe.depth_estimator = None
+
+
+def test_numpy_numbers_are_recorded_as_plain_numbers(pipe, image, depth):
+    output = generate(pipe, input_image=image, input_depth=depth, camera=orbit(), cfg_scale=np.float32(6.0),
+                      num_inference_steps=np.int64(STEPS), height=np.int64(HEIGHT))
+    params = json.loads(json.dumps(output.params))
+    assert (params["cfg_scale"], params["num_inference_steps"], params["height"]) == (6.0, STEPS, HEIGHT)

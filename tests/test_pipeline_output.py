@@ -107,6 +107,24 @@ def test_new_or_empty_folder_is_replaced_in_one_rename(tmp_path, monkeypatch):
     assert (tmp_path / "new").stat().st_mode == reference_folder.stat().st_mode  # not a private temporary folder
 
 
+def test_an_empty_mount_point_is_filled_file_by_file(tmp_path, monkeypatch):
+    """rename(2) cannot replace a mount point (EBUSY): its run is staged inside it and moved file by file."""
+    mount = tmp_path / "volume"
+    mount.mkdir()
+    real_ismount = os.path.ismount
+    monkeypatch.setattr(output_module.os.path, "ismount", lambda path: Path(path) == mount or real_ismount(path))
+    real_replace = os.replace
+
+    def refusing_replace(source, target):
+        if Path(target) == mount:
+            raise OSError(16, "Device or resource busy")
+        real_replace(source, target)
+
+    monkeypatch.setattr(output_module.os, "replace", refusing_replace)
+    written = make_output().save(mount)
+    assert set(written) == {path.name for path in mount.iterdir()}
+
+
 def test_saving_over_a_run_replaces_file_by_file_with_params_last(tmp_path, monkeypatch):
     out_dir = tmp_path / "run"
     make_output().save(out_dir)

@@ -12,7 +12,14 @@ import diffsynth_dualcam
 from diffsynth_dualcam import DualCamCtrlDiT, register_checkpoint
 from diffsynth_dualcam.checkpoints import save_dit
 from diffsynth_dualcam.models import OFFICIAL_CONFIG, TINY_CONFIG
-from diffsynth_dualcam.registry import MODEL_CLASS, MODEL_NAME, OFFICIAL_HASH, config_hash, config_shapes
+from diffsynth_dualcam.registry import (
+    CONFIG_METADATA_KEY,
+    MODEL_CLASS,
+    MODEL_NAME,
+    OFFICIAL_HASH,
+    config_hash,
+    config_shapes,
+)
 
 SAFETENSORS_DTYPES = {"F32": 4, "BF16": 2}
 FLOAT32_ON_CPU = {f"{stage}_{kind}": value for stage in ("onload", "preparing", "computation")
@@ -130,6 +137,18 @@ def test_plain_safetensors_needs_a_config(tmp_path):
     with pytest.raises(ValueError, match="no DualCamCtrl config metadata"):
         register_checkpoint(path)
     assert register_checkpoint(path, config=TINY_CONFIG) == config_hash(TINY_CONFIG)
+
+
+def test_a_damaged_safetensors_file_is_named_in_the_error(tmp_path):
+    dit = random_tiny_dit()
+    path = tmp_path / "dit.safetensors"
+    save_file({k: v.contiguous() for k, v in dit.state_dict().items()}, str(path))
+    path.write_bytes(path.read_bytes()[:5])
+    with pytest.raises(ValueError, match=r"dit.safetensors: not a readable safetensors file, truncated or corrupt"):
+        register_checkpoint(path)
+    save_file({"weight": torch.zeros(1)}, str(path), metadata={CONFIG_METADATA_KEY: "[1, 2]"})
+    with pytest.raises(ValueError, match="metadata is not a JSON object"):
+        register_checkpoint(path)
 
 
 def test_config_that_does_not_fit_the_file_is_refused(tmp_path):

@@ -4,16 +4,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..camera import CameraTrajectory
 from ..depth import DEFAULT_DEPTH_MODEL, DepthEstimator
 from .dualcam import DualCamCtrlPipeline, local_official_dit, official_model_configs
-from .inputs import EIGHT_BIT_MODES, check_num_frames, check_size, prepare_trajectory
+from .inputs import EIGHT_BIT_MODES, check_num_frames, check_seed, check_size, prepare_trajectory
 from .output import DualCamCtrlOutput
 
 #: (width, height), frames, steps used when a value is not given: the official model's, and the tiny model's
@@ -118,6 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve_setup(args: argparse.Namespace) -> GenerationSetup:
     """Pick the model (official, given checkpoint or tiny) and fill in size, frames and steps; checks the values."""
+    check_checkpoint(args)
     if args.tiny:
         tiny, reason = True, "--tiny was given."
     elif args.checkpoint is not None:
@@ -144,45 +146,66 @@ def resolve_setup(args: argparse.Namespace) -> GenerationSetup:
         raise ValueError(f"--steps must be at least 1, got {setup.steps}")
     if not math.isfinite(args.cfg):
         raise ValueError(f"--cfg must be a finite number, got {args.cfg}")
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    try:
+        check_seed(args.seed)
+    except ValueError as error:
+        raise ValueError(f"--seed: {error}") from None
     if args.fps < 1:
         raise ValueError(f"--fps must be at least 1, got {args.fps}")
     if args.step_cache is not None and not (math.isfinite(args.step_cache) and args.step_cache >= 0):
         raise ValueError(f"--step-cache must be a threshold >= 0, got {args.step_cache}")
     if not math.isfinite(args.speed) or args.speed <= 0:
         raise ValueError(f"--speed must be a positive number, got {args.speed}")
-    if args.checkpoint is not None and not args.checkpoint.is_file():
-        raise FileNotFoundError(f"--checkpoint: no such file: {args.checkpoint}")
     check_out_dir(args.out)
-    check_device(args.device)
+    args.device = check_device(args.device)
     return setup
 
 
+def check_checkpoint(args: argparse.Namespace) -> None:
+    """An error unless ``--checkpoint`` is absent or an existing DiT safetensors used without ``--tiny``."""
+    if args.checkpoint is None:
+        return
+    if args.tiny:
+        raise ValueError("--tiny runs tiny random models: drop --checkpoint (or --tiny)")
+    if not args.checkpoint.is_file():
+        raise FileNotFoundError(f"--checkpoint: no such file: {args.checkpoint}")
+    if args.checkpoint.suffix != ".safetensors":
+        raise ValueError(f"--checkpoint {args.checkpoint}: give a DiT .safetensors; convert the official .pt first "
+                         f"with: dualcam convert-checkpoint {args.checkpoint} {args.checkpoint_dir} (then drop "
+                         "--checkpoint)")
+
+
 def check_out_dir(out: Path) -> None:
-    """A ValueError unless ``--out`` is a folder or can become one (its nearest existing ancestor is a folder)."""
+    """A ValueError unless ``--out`` is a folder or can become one: not a broken link, and its nearest existing
+    ancestor a folder this process may write in."""
+    if out.is_symlink() and not out.exists():
+        raise ValueError(f"--out {out} is a link to {os.readlink(out)}, which does not exist")
     existing = out
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if existing.exists() and not existing.is_dir():
         where = "is a file" if existing == out else f"is inside {existing}, which is a file"
         raise ValueError(f"--out must be a folder, {out} {where}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: this process may not write in {existing}")
 
 
-def check_device(text: str) -> None:
-    """A ValueError unless ``--device`` names a torch device that is present (cpu, cuda, cuda:1, mps, ...)."""
+def check_device(text: str) -> str:
+    """``--device`` as torch names it (``cpu`` for any CPU device, which has no index), or a ValueError unless it
+    names a torch device that is present (cpu, cuda, cuda:1, mps, ...)."""
     try:
         device = torch.device(text)
     except (RuntimeError, ValueError):
         raise ValueError(f"--device: {text!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
     if device.type == "cpu":
-        return
+        return "cpu"
     module = getattr(torch, device.type, None)
     if not (hasattr(module, "is_available") and module.is_available()):
         raise ValueError(f"--device {text}: no {device.type} device is available on this machine (try --device cpu)")
     count = module.device_count() if hasattr(module, "device_count") else None
     if device.index is not None and count is not None and device.index >= count:
         raise ValueError(f"--device {text}: this machine has {count} {device.type} device(s), numbered from 0")
+    return str(device)
 
 
 def load_image(option: str, path: Path) -> Image.Image:
@@ -192,14 +215,18 @@ def load_image(option: str, path: Path) -> Image.Image:
     try:
         with Image.open(path) as image:
             image.load()
+            upright = ImageOps.exif_transpose(image)  # a phone photo's EXIF orientation, as viewers show it
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"{option}: cannot read {path} as an image ({error})") from None
-    if image.mode not in EIGHT_BIT_MODES:
+    if upright.mode not in EIGHT_BIT_MODES:
         hint = "; a depth map must be 8-bit grayscale disparity (near = bright)" if option == "--depth" else ""
+        if upright.mode in ("CMYK", "YCbCr"):
+            hint = "; convert it to RGB first"
         raise ValueError(
-            f"{option}: {path} has PIL mode {image.mode!r}, expected an 8-bit image (one of {EIGHT_BIT_MODES}){hint}"
+            f"{option}: {path} has PIL mode {upright.mode!r}, expected an 8-bit image (one of {EIGHT_BIT_MODES})"
+            f"{hint}"
         )
-    return image
+    return upright
 
 
 def load_inputs(
@@ -234,7 +261,7 @@ def build_pipeline(args: argparse.Namespace, setup: GenerationSetup) -> DualCamC
         from ..testing import tiny_pipeline
 
         return tiny_pipeline(device=args.device)
-    torch_dtype = torch.bfloat16 if args.device != "cpu" else torch.float32
+    torch_dtype = torch.bfloat16 if torch.device(args.device).type != "cpu" else torch.float32
     offload = {}
     if args.offload:
         offload = {"offload_device": "cpu", "offload_dtype": torch_dtype, "onload_device": "cpu",

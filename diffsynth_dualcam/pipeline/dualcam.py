@@ -308,9 +308,11 @@ class DualCamCtrlPipeline(BasePipeline):
         camera_tensor = None if trajectory is not None else inputs_shared["camera_latents"].detach().cpu()
         params = {
             "prompt": prompt, "negative_prompt": negative_prompt, "t2v": t2v, "seed": inputs_shared["seed"],
-            "num_inference_steps": num_inference_steps, "cfg_scale": cfg_scale, "cfg_merge": cfg_merge,
-            "sigma_shift": sigma_shift, "height": height, "width": width, "num_frames": num_frames, "tiled": tiled,
-            "tile_size": list(tile_size), "tile_stride": list(tile_stride), "resample_camera": resample_camera,
+            # Plain numbers: the arguments were checked as numbers of any kind (numpy's too), JSON takes these.
+            "num_inference_steps": int(num_inference_steps), "cfg_scale": float(cfg_scale), "cfg_merge": cfg_merge,
+            "sigma_shift": float(sigma_shift), "height": int(height), "width": int(width),
+            "num_frames": int(num_frames), "tiled": tiled, "tile_size": [int(value) for value in tile_size],
+            "tile_stride": [int(value) for value in tile_stride], "resample_camera": resample_camera,
             "input_image": image_digest(original_image), "input_depth": image_digest(original_depth),
             "depth_estimated": not t2v and original_depth is None,
             "camera": self.camera_description(camera, trajectory, camera_tensor),

@@ -2,7 +2,8 @@
 
 Images of another size than the output are scaled to cover it and centre-cropped (the training convention, the same
 one the camera intrinsics follow in ``CameraTrajectory.cover_crop``); the depth map goes through the same transform
-independently, so an image and a depth map of different sizes still line up on the output frame.
+independently, so an image and a depth map of different sizes but the same aspect ratio line up on the output frame
+(``check_same_aspect`` refuses others, except a map of the output-aspect centre crop).
 """
 from __future__ import annotations
 
@@ -123,6 +124,23 @@ def check_image(name: str, image: object) -> Image.Image:
             + ("; depth maps are 8-bit grayscale disparity (near = bright)" if name == "input_depth" else "")
         )
     return image
+
+
+#: Largest relative difference of the image's and the depth map's aspect ratios (rounding of a resized map).
+ASPECT_TOLERANCE = 0.01
+
+
+def check_same_aspect(image: Image.Image, depth: Image.Image, width: int, height: int) -> None:
+    """A ValueError unless ``depth`` has the aspect ratio of ``image`` or of the ``width`` x ``height`` output (a map
+    of the image's centre crop, as the pipeline's depth estimator makes): otherwise the two would not line up once
+    cover-cropped (a rotated photo against a depth map of the upright one, for example)."""
+    image_aspect, depth_aspect, output_aspect = image.width / image.height, depth.width / depth.height, width / height
+    if min(abs(depth_aspect / aspect - 1) for aspect in (image_aspect, output_aspect)) > ASPECT_TOLERANCE:
+        raise ValueError(
+            f"input_depth is {depth.width}x{depth.height} (aspect {depth_aspect:.3f}), but input_image is "
+            f"{image.width}x{image.height} (aspect {image_aspect:.3f}) and the output {width}x{height}: a depth map "
+            "must show the image's frame or its centre crop at the output's aspect"
+        )
 
 
 def cover_resize(image: Image.Image, width: int, height: int) -> Image.Image:

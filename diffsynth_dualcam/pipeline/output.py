@@ -45,10 +45,12 @@ def side_by_side(video: list[Image.Image], depth_video: list[Image.Image]) -> li
 
 def replaceable_whole(out_dir: Path) -> bool:
     """Whether ``save`` may put a run folder in place of ``out_dir`` with one rename: it does not exist yet, or it
-    is an empty folder (not a link to one, nor the working directory) in a parent folder that can be written."""
+    is an empty folder (not a link to one, a mount point, nor the working directory) in a parent folder that can be
+    written."""
     if not out_dir.exists():
         return True
-    if out_dir.is_symlink() or any(out_dir.iterdir()) or out_dir.samefile(os.getcwd()):
+    # A mount point (a container volume, say) cannot be renamed over: rename(2) fails with EBUSY.
+    if out_dir.is_symlink() or any(out_dir.iterdir()) or out_dir.samefile(os.getcwd()) or os.path.ismount(out_dir):
         return False
     return os.access(out_dir.parent, os.W_OK)
 

@@ -22,6 +22,7 @@ from .inputs import (
     check_num_frames,
     check_number,
     check_prompt,
+    check_same_aspect,
     check_seed,
     check_size,
     check_tiling,
@@ -104,6 +105,7 @@ class DualCamUnit_InputChecker(PipelineUnit):
                     )
             else:
                 check_image("input_depth", input_depth)
+                check_same_aspect(input_image, input_depth, width, height)
             input_image = prepare_image(input_image, width, height)
             if input_depth is not None:
                 input_depth = prepare_depth(input_depth, width, height)
@@ -153,7 +155,12 @@ class DualCamUnit_DepthEstimator(PipelineUnit):
     ) -> dict:
         if t2v or input_depth is not None:
             return {}
-        return {"input_depth": prepare_depth(pipe.depth_estimator(input_image), width, height)}
+        estimated = pipe.depth_estimator(input_image)
+        if not isinstance(estimated, Image.Image):
+            raise TypeError(f"pipe.depth_estimator must return a PIL image (8-bit disparity, near = bright), got "
+                            f"{type(estimated).__name__}")
+        check_image("the depth map of pipe.depth_estimator", estimated)
+        return {"input_depth": prepare_depth(estimated, width, height)}
 
 
 class DualCamUnit_NoiseInitializer(PipelineUnit):
