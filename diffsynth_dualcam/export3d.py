@@ -297,6 +297,7 @@ def export_run(
         atomic_write(out_dir / "images" / colmap_image_name(index, len(run.rgb)), png.getvalue())
     height, width = run.rgb.shape[1:3]
     sparse = out_dir / "sparse" / "0"
+    (sparse / "points3D.txt").unlink(missing_ok=True)  # an earlier export's points, rewritten below
     CameraTrajectory(run.trajectory.c2w, run.trajectory.intrinsics, (width, height)).save(sparse, format="colmap")
     write_colmap_points(sparse / "points3D.txt", cloud)
     ply = write_ply(out_dir / "points.ply", cloud)

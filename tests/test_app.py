@@ -49,7 +49,7 @@ def _png(path, size=(96, 64), color=(200, 30, 30)):
 # ---- keyframes ------------------------------------------------------------------------------------------------
 
 
-def test_keyframes_interpolate_slerp_and_lerp_and_hold_the_ends():
+def test_keyframes_interpolate_linearly_and_hold_the_ends():
     rows = [[2, 0, 0, 0, 0, 0, 0], [6, 90, 0, 0, 1.0, -0.4, 2.0], ["", None, "", "", "", "", ""]]
     trajectory = keyframes_to_trajectory(rows, num_frames=9, intrinsics=INTRINSICS)
     assert len(trajectory) == 9

@@ -372,7 +372,7 @@ def test_realestate10k_with_a_byte_order_mark_keeps_every_row_and_a_bad_first_ro
         CameraTrajectory.load(typo)
 
 
-def test_colmap_writer_refuses_files_and_binary_models_and_keeps_points(tmp_path):
+def test_colmap_writer_refuses_files_binary_models_and_points_of_other_images(tmp_path):
     from diffsynth_dualcam.camera.formats import colmap_image_name
 
     trajectory = CameraTrajectory.preset("pan_left", 9, source_size=(64, 48))
@@ -384,11 +384,11 @@ def test_colmap_writer_refuses_files_and_binary_models_and_keeps_points(tmp_path
     pycolmap.Reconstruction(str(tmp_path / "text")).write_binary(str(binary.mkdir() or binary))
     with pytest.raises(ValueError, match=r"holds a binary COLMAP model \(cameras.bin, images.bin\)"):
         trajectory.save(binary, format="colmap")
-    points = "# 3D point list\n1 0 0 1 255 0 0 0\n"
-    (tmp_path / "text" / "points3D.txt").write_text(points)
-    trajectory.save(tmp_path / "text", format="colmap")
-    assert (tmp_path / "text" / "points3D.txt").read_text() == points
+    trajectory.save(tmp_path / "text", format="colmap")  # over a model of its own kind: no points
     np.testing.assert_allclose(CameraTrajectory.load(tmp_path / "text").c2w, trajectory.c2w, atol=1e-9)
+    (tmp_path / "text" / "points3D.txt").write_text("# 3D point list\n1 0 0 1 255 0 0 0 9 0\n")
+    with pytest.raises(ValueError, match="its points3D.txt holds points"):
+        trajectory.save(tmp_path / "text", format="colmap")
     # Names sort in frame order however long the trajectory.
     names = [colmap_image_name(index, 100_001) for index in (9, 99_999, 100_000)]
     assert names == sorted(names) and names[0] == "frame_000009.png"

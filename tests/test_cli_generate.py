@@ -255,3 +255,24 @@ def test_images_are_read_upright_by_their_exif_orientation(tmp_path):
     Image.new("CMYK", (64, 64)).save(tmp_path / "print.jpg")
     with pytest.raises(ValueError, match="mode 'CMYK', expected an 8-bit image .*; convert it to RGB first"):
         generate_cli.load_image("--image", tmp_path / "print.jpg")
+
+
+def test_a_depth_map_of_another_frame_damaged_exif_and_links_to_nowhere_fail_before_models_load(
+    inputs, tmp_path, capsys, no_pipeline, monkeypatch
+):
+    Image.fromarray(np.zeros((160, 90), dtype=np.uint8)).save(tmp_path / "portrait_depth.png")
+    common = ["--tiny", "--image", str(inputs / "image.png"), "--preset", "static"]
+    code, _, stderr = run_cli(capsys, *common, "--depth", str(tmp_path / "portrait_depth.png"),
+                              "--out", str(tmp_path / "run"))
+    assert code == 2 and "--depth: input_depth is 90x160" in stderr
+    (tmp_path / "gone_parent").symlink_to(tmp_path / "nowhere")
+    code, _, stderr = run_cli(capsys, *common, "--out", str(tmp_path / "gone_parent" / "run"))
+    assert code == 2 and "gone_parent is a link to" in stderr
+
+    def damaged(image):
+        raise SyntaxError("not a TIFF file")
+
+    monkeypatch.setattr(generate_cli.ImageOps, "exif_transpose", damaged)
+    code, _, stderr = run_cli(capsys, *common, "--out", str(tmp_path / "run"))
+    assert code == 2 and "holds damaged EXIF data (not a TIFF file)" in stderr
+    assert not (tmp_path / "run").exists()

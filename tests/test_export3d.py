@@ -261,3 +261,14 @@ def test_damaged_run_files_are_named_in_a_value_error(tmp_path, plane_scene):
     (tmp_path / "video.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 but cut short")
     with pytest.raises(ValueError, match=r"video\.mp4: not a readable video"):
         load_run(tmp_path)
+
+
+def test_exporting_a_run_again_replaces_its_points(tmp_path, plane_scene):
+    from diffsynth_dualcam.export3d import export_run
+
+    _write_plane_run(tmp_path, plane_scene)
+    for voxel_size in (0.0, 0.5):  # the second export has fewer points
+        export_run(tmp_path, near=NEAR, far=FAR, voxel_size=voxel_size)
+        vertices = len(PlyData.read(str(tmp_path / "points.ply"))["vertex"])
+        lines = (tmp_path / "sparse" / "0" / "points3D.txt").read_text().splitlines()
+        assert len([line for line in lines if line and not line.startswith("#")]) == vertices

@@ -321,7 +321,7 @@ def test_example_configs_hold_the_published_recipe():
     ("train.stage=fused", "train.stage must be one of"),
     ("train.learning_rat=1", "train: unknown keys \\['learning_rat'\\]"),
     ("data.num_frames=8", "data.num_frames must be 4k\\+1"),
-    ("validation.height=330", "validation.height/width must be multiples of 16, got 330x480"),
+    ("validation.height=330", "validation.width/height must be multiples of 16, got 480x330"),
     ("validation.num_inference_steps=0", "validation.num_inference_steps must be >= 1, got 0"),
     ("model.wan_camera_dit=null", "model.dit or model.wan_camera_dit is required"),
     ("data.root=", "data.root: the dataset folder is required"),
@@ -358,3 +358,20 @@ def test_bf16_autocast_with_offloaded_gradient_checkpointing(encoded):
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     parameters = list(pipe.dit.parameters())
     assert all(p.dtype == torch.float32 and p.grad is not None and torch.isfinite(p.grad).all() for p in parameters)
+
+
+def test_a_validation_depth_map_of_another_frame_is_refused_at_start_up(tmp_path):
+    from PIL import Image
+
+    from diffsynth_dualcam.train.cli import validation_inputs
+
+    Image.new("RGB", (480, 320)).save(tmp_path / "image.png")
+    Image.new("L", (320, 480)).save(tmp_path / "depth.png")
+    Image.new("L", (240, 160)).save(tmp_path / "depth_small.png")
+    overrides = ["validation.every_steps=10", f"validation.image={tmp_path / 'image.png'}"]
+    config = load_config(EXAMPLES / "stage1_decoupled.yaml", [*overrides, f"validation.depth={tmp_path / 'depth.png'}"])
+    with pytest.raises(ValueError, match="validation.depth: input_depth is 320x480"):
+        validation_inputs(config, dataset=None)
+    config = load_config(EXAMPLES / "stage1_decoupled.yaml",
+                         [*overrides, f"validation.depth={tmp_path / 'depth_small.png'}"])
+    assert validation_inputs(config, dataset=None).depth.size == (240, 160)

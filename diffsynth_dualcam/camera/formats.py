@@ -472,14 +472,20 @@ def colmap_image_name(index: int, num_frames: int) -> str:
 
 def write_colmap(trajectory: CameraTrajectory, path: Path) -> None:
     """COLMAP text model in directory ``path``: one PINHOLE camera per distinct intrinsics, images
-    ``frame_00000.png``... (zero-padded so that name order is frame order), and an empty points3D.txt unless the
-    folder holds one. A folder holding a binary model is refused: readers would take it over the text one."""
+    ``frame_00000.png``... (zero-padded so that name order is frame order), and an empty points3D.txt. A folder
+    holding a binary model is refused (readers would take it over the text one), and so is one whose points3D.txt
+    holds points (their tracks refer to the images this replaces)."""
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path}: a COLMAP model is a folder, and this is a file")
     binary = sorted(name for name in COLMAP_BINARY_FILES if (path / name).exists())
     if binary:
         raise ValueError(f"{path}: holds a binary COLMAP model ({', '.join(binary)}), which readers take over the "
                          "text model this writes: write into another folder")
+    points = path / "points3D.txt"
+    if points.is_file() and any(line.strip() and not line.lstrip().startswith("#")
+                                for line in points.read_text(errors="replace").splitlines()):
+        raise ValueError(f"{path}: its points3D.txt holds points, whose tracks refer to the images this would "
+                         "replace: write into another folder")
     width, height = _require_source_size(trajectory, "COLMAP")
     pixel = trajectory.pixel_intrinsics(height, width)
     unique_intrinsics, camera_index = np.unique(pixel, axis=0, return_inverse=True)
@@ -498,8 +504,7 @@ def write_colmap(trajectory: CameraTrajectory, path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     atomic_write(path / "cameras.txt", ("\n".join(cameras) + "\n").encode())
     atomic_write(path / "images.txt", ("\n".join(images) + "\n").encode())
-    if not (path / "points3D.txt").exists():
-        atomic_write(path / "points3D.txt", b"# 3D point list: empty (camera trajectory only)\n")
+    atomic_write(points, b"# 3D point list: empty (camera trajectory only)\n")
 
 
 READERS: dict[str, Callable[[Path], CameraTrajectory]] = {

@@ -8,7 +8,8 @@ Each object is one clip: ``name`` (its output folder under ``--out``) plus any p
 ``t2v`` is ``true`` or ``false``; ``null`` stands for the option's own default, not the command line's.
 The command line's options are defaults for every clip, except that a clip sets its inputs (``image``,
 ``depth``, ``t2v``) and its camera (``trajectory``, ``preset``) as a whole: one that names any of a group takes
-none of that group from the command line (so a clip's own image never gets the command line's depth map). Model
+none of that group from the command line (so a clip's own image never gets the command line's depth map; the camera
+group also holds ``source_size`` and ``speed``). Model
 options (``--tiny``, ``--checkpoint``, ``--device``, ...) come from the command line and are shared.
 
 Under ``torchrun --nproc_per_node N`` process ``RANK`` takes clips ``RANK, RANK + N, ...`` and its GPU
@@ -38,7 +39,7 @@ JOB_OPTIONS: dict[str, str] = {
     "steps": "value", "cfg": "value", "seed": "value", "fps": "value", "step_cache": "value",
 }
 #: Options a clip sets as a whole: naming one of a group, it takes none of the others from the command line.
-JOB_GROUPS: tuple[tuple[str, ...], ...] = (("image", "depth", "t2v"), ("trajectory", "preset"))
+JOB_GROUPS: tuple[tuple[str, ...], ...] = (("image", "depth", "t2v"), ("trajectory", "preset", "source_size", "speed"))
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 DONE_MARKER = "params.json"
 

@@ -14,7 +14,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..camera import CameraTrajectory
 from ..depth import DEFAULT_DEPTH_MODEL, DepthEstimator
 from .dualcam import DualCamCtrlPipeline, local_official_dit, official_model_configs
-from .inputs import EIGHT_BIT_MODES, check_num_frames, check_seed, check_size, prepare_trajectory
+from .inputs import (
+    EIGHT_BIT_MODES,
+    check_num_frames,
+    check_same_aspect,
+    check_seed,
+    check_size,
+    prepare_trajectory,
+)
 from .output import DualCamCtrlOutput
 
 #: (width, height), frames, steps used when a value is not given: the official model's, and the tiny model's
@@ -178,10 +185,10 @@ def check_checkpoint(args: argparse.Namespace) -> None:
 def check_out_dir(out: Path) -> None:
     """A ValueError unless ``--out`` is a folder or can become one: not a broken link, and its nearest existing
     ancestor a folder this process may write in."""
-    if out.is_symlink() and not out.exists():
-        raise ValueError(f"--out {out} is a link to {os.readlink(out)}, which does not exist")
     existing = out
     while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():
+            raise ValueError(f"--out {out}: {existing} is a link to {os.readlink(existing)}, which does not exist")
         existing = existing.parent
     if existing.exists() and not existing.is_dir():
         where = "is a file" if existing == out else f"is inside {existing}, which is a file"
@@ -218,6 +225,8 @@ def load_image(option: str, path: Path) -> Image.Image:
             upright = ImageOps.exif_transpose(image)  # a phone photo's EXIF orientation, as viewers show it
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"{option}: cannot read {path} as an image ({error})") from None
+    except Exception as error:  # damaged EXIF data: Pillow raises SyntaxError, struct.error, ...
+        raise ValueError(f"{option}: {path} holds damaged EXIF data ({error})") from None
     if upright.mode not in EIGHT_BIT_MODES:
         hint = "; a depth map must be 8-bit grayscale disparity (near = bright)" if option == "--depth" else ""
         if upright.mode in ("CMYK", "YCbCr"):
@@ -295,6 +304,11 @@ def prepare_clip(
     setup = resolve_setup(args)
     image, depth, trajectory = load_inputs(args, setup.frames)
     width, height = setup.size
+    if image is not None and depth is not None:
+        try:
+            check_same_aspect(image, depth, width, height)
+        except ValueError as error:
+            raise ValueError(f"--depth: {error}") from None
     trajectory = prepare_trajectory(trajectory, setup.frames, width, height, image.size if image else None,
                                     resample=True)
     return setup, image, depth, trajectory

@@ -14,6 +14,7 @@ from PIL import Image
 
 from ..camera import CameraTrajectory
 from ..data import DATASETS, CameraClipDataset
+from ..pipeline.inputs import check_same_aspect
 from .config import TrainConfig, load_config, save_config
 from .distributed import ClippingAccelerator, check_distributed_setup
 from .logger import DualCamModelLogger, ValidationInputs
@@ -86,6 +87,10 @@ def validation_inputs(config: TrainConfig, dataset: CameraClipDataset) -> Valida
         if not settings.depth:
             raise ValueError("validation.depth: a depth map is needed with validation.image")
         image, depth = Image.open(settings.image).convert("RGB"), Image.open(settings.depth).convert("RGB")
+        try:
+            check_same_aspect(image, depth, settings.width, settings.height)
+        except ValueError as error:
+            raise ValueError(f"validation.depth: {error}") from None
         names = CameraTrajectory.preset_names()
         camera = (CameraTrajectory.preset(settings.camera, num_frames=settings.num_frames)
                   if settings.camera in names else CameraTrajectory.load(settings.camera))

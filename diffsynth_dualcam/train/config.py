@@ -150,8 +150,8 @@ class TrainConfig:
         if (self.validation.num_frames - 1) % 4:
             raise ValueError(f"validation.num_frames must be 4k+1, got {self.validation.num_frames}")
         if self.validation.height % 16 or self.validation.width % 16:
-            raise ValueError(f"validation.height/width must be multiples of 16, got "
-                             f"{self.validation.height}x{self.validation.width}")
+            raise ValueError(f"validation.width/height must be multiples of 16, got "
+                             f"{self.validation.width}x{self.validation.height}")
         if self.validation.num_inference_steps < 1:
             raise ValueError(f"validation.num_inference_steps must be >= 1, got {self.validation.num_inference_steps}")
         return self
