@@ -22,7 +22,7 @@ from plyfile import PlyData, PlyElement
 from tqdm import tqdm
 
 from .camera import CameraTrajectory
-from .camera.formats import colmap_image_name
+from .camera.formats import colmap_image_name, write_colmap
 from .io import atomic_write
 
 #: File of a run folder holding the frame-0 depth map the generation was conditioned on (output size, 8-bit).
@@ -297,8 +297,9 @@ def export_run(
         atomic_write(out_dir / "images" / colmap_image_name(index, len(run.rgb)), png.getvalue())
     height, width = run.rgb.shape[1:3]
     sparse = out_dir / "sparse" / "0"
-    (sparse / "points3D.txt").unlink(missing_ok=True)  # an earlier export's points, rewritten below
-    CameraTrajectory(run.trajectory.c2w, run.trajectory.intrinsics, (width, height)).save(sparse, format="colmap")
+    # An earlier export's points are replaced by this export's just below.
+    write_colmap(CameraTrajectory(run.trajectory.c2w, run.trajectory.intrinsics, (width, height)), sparse,
+                 replace_points=True)
     write_colmap_points(sparse / "points3D.txt", cloud)
     ply = write_ply(out_dir / "points.ply", cloud)
     return {"points.ply": ply, "images": out_dir / "images", "sparse": sparse}

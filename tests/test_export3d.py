@@ -272,3 +272,7 @@ def test_exporting_a_run_again_replaces_its_points(tmp_path, plane_scene):
         vertices = len(PlyData.read(str(tmp_path / "points.ply"))["vertex"])
         lines = (tmp_path / "sparse" / "0" / "points3D.txt").read_text().splitlines()
         assert len([line for line in lines if line and not line.startswith("#")]) == vertices
+    (tmp_path / "sparse" / "0" / "cameras.bin").write_bytes(b"")  # a binary model would shadow the text one
+    with pytest.raises(ValueError, match="holds a binary COLMAP model"):
+        export_run(tmp_path, near=NEAR, far=FAR)
+    assert (tmp_path / "sparse" / "0" / "points3D.txt").read_text().splitlines() == lines  # refused untouched

@@ -470,11 +470,12 @@ def colmap_image_name(index: int, num_frames: int) -> str:
     return f"frame_{index:0{max(5, len(str(num_frames - 1)))}d}.png"
 
 
-def write_colmap(trajectory: CameraTrajectory, path: Path) -> None:
+def write_colmap(trajectory: CameraTrajectory, path: Path, replace_points: bool = False) -> None:
     """COLMAP text model in directory ``path``: one PINHOLE camera per distinct intrinsics, images
     ``frame_00000.png``... (zero-padded so that name order is frame order), and an empty points3D.txt. A folder
     holding a binary model is refused (readers would take it over the text one), and so is one whose points3D.txt
-    holds points (their tracks refer to the images this replaces)."""
+    holds points (their tracks refer to the images this replaces) unless ``replace_points``, for a writer that
+    writes the points of the new images next."""
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path}: a COLMAP model is a folder, and this is a file")
     binary = sorted(name for name in COLMAP_BINARY_FILES if (path / name).exists())
@@ -482,7 +483,7 @@ def write_colmap(trajectory: CameraTrajectory, path: Path) -> None:
         raise ValueError(f"{path}: holds a binary COLMAP model ({', '.join(binary)}), which readers take over the "
                          "text model this writes: write into another folder")
     points = path / "points3D.txt"
-    if points.is_file() and any(line.strip() and not line.lstrip().startswith("#")
+    if not replace_points and points.is_file() and any(line.strip() and not line.lstrip().startswith("#")
                                 for line in points.read_text(errors="replace").splitlines()):
         raise ValueError(f"{path}: its points3D.txt holds points, whose tracks refer to the images this would "
                          "replace: write into another folder")

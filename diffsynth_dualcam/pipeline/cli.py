@@ -222,11 +222,12 @@ def load_image(option: str, path: Path) -> Image.Image:
     try:
         with Image.open(path) as image:
             image.load()
-            upright = ImageOps.exif_transpose(image)  # a phone photo's EXIF orientation, as viewers show it
-    except (UnidentifiedImageError, OSError) as error:
+            try:
+                upright = ImageOps.exif_transpose(image)  # a phone photo's EXIF orientation, as viewers show it
+            except Exception as error:  # damaged EXIF data: Pillow raises SyntaxError, struct.error, ...
+                raise ValueError(f"{option}: {path} holds damaged EXIF data ({error})") from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
         raise ValueError(f"{option}: cannot read {path} as an image ({error})") from None
-    except Exception as error:  # damaged EXIF data: Pillow raises SyntaxError, struct.error, ...
-        raise ValueError(f"{option}: {path} holds damaged EXIF data ({error})") from None
     if upright.mode not in EIGHT_BIT_MODES:
         hint = "; a depth map must be 8-bit grayscale disparity (near = bright)" if option == "--depth" else ""
         if upright.mode in ("CMYK", "YCbCr"):
