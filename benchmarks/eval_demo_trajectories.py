@@ -4,7 +4,7 @@ Renders the synthetic scene along the RealEstate10K trajectories of the demo ass
 cover-cropped to --width x --height), encodes each as H.264, and runs the evaluation on the folder. Prints the
 summary table; the report, CSV and plots are written under --out.
 
-    .venv/bin/python benchmarks/eval_demo_trajectories.py --demo ../shared/demo --out /tmp/eval_demo
+    .venv/bin/python benchmarks/eval_demo_trajectories.py --out /tmp/eval_demo
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from diffsynth_dualcam.eval.render import SyntheticScene
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--demo", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "demo")
+    parser.add_argument("--demo", type=Path, default=Path(__file__).resolve().parents[1] / "demo_assets")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--frames", type=int, default=25)
     parser.add_argument("--width", type=int, default=320)

@@ -11,7 +11,7 @@ from diffsynth_dualcam.pipeline import DualCamCtrlPipeline
 from diffsynth_dualcam.testing import tiny_pipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEMO_DIR = REPO_ROOT.parent / "shared" / "demo"
+DEMO_DIR = REPO_ROOT / "demo_assets"
 OUTPUT_DIR = REPO_ROOT / "outputs" / "examples"
 #: Sampling settings of the published demo, and a CPU-sized version for the tiny models.
 OFFICIAL_SIZE = {"height": 320, "width": 480, "num_frames": 61, "num_inference_steps": 50}

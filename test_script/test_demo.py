@@ -24,7 +24,7 @@ from diffsynth_dualcam.pipeline.dualcam import local_official_dit
 from diffsynth_dualcam.testing import tiny_pipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEMO_DIR = REPO_ROOT.parent / "shared" / "demo"
+DEMO_DIR = REPO_ROOT / "demo_assets"
 NEGATIVE_PROMPT = "blurry, distorted, low quality, flickering, static frame, watermark, text"
 
 
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                         default=[scene.name for scene in SCENES], help="scenes to run (default: all)")
     args = parser.parse_args(argv)
     if not args.demo_dir.is_dir():
-        print(f"error: demo assets not found at {args.demo_dir} (expected beside the checkout in ../shared/demo)",
+        print(f"error: demo assets not found at {args.demo_dir} (the repository keeps them in demo_assets/)",
               file=sys.stderr)
         return 2
     pipe, settings = build_pipeline(args.checkpoint_dir, args.tiny)

@@ -24,10 +24,7 @@ def one_thread():
 
 @pytest.fixture
 def demo_dir():
-    """The published demo scenes, beside the checkout in ../shared/demo."""
+    """The published demo scenes the repository keeps in demo_assets/."""
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1].parent / "shared" / "demo"
-    if not path.is_dir():
-        pytest.skip(f"demo assets not found at {path}")
-    return path
+    return Path(__file__).resolve().parents[1] / "demo_assets"
