@@ -12,7 +12,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("diffsynth_dualcam.pipeline.cli", "Generate a camera-controlled video and its depth video"),
     "convert-checkpoint": ("diffsynth_dualcam.checkpoints", "Convert the official DualCamCtrl .pt to safetensors"),
     "trajectory": ("diffsynth_dualcam.camera.cli", "Show, convert and create camera trajectories (presets, plots)"),
-    "export-3d": ("diffsynth_dualcam.export3d", "Lift a generated run into a coloured point cloud and a COLMAP model"),
+    "export-3d": ("diffsynth_dualcam.export3d", "A generated run as a point cloud, COLMAP model or 3D Gaussians"),
     "app": ("diffsynth_dualcam.app.cli", "Serve the web app (official weights, or the tiny model when none)"),
     "eval": ("diffsynth_dualcam.eval.cli", "Camera accuracy (RotErr, TransErr, CamMC) of videos against trajectories"),
     "train": ("diffsynth_dualcam.train.cli", "Train one stage (decoupled or fusion) from a YAML/JSON config"),

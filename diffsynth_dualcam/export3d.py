@@ -12,6 +12,7 @@ import io
 import json
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,14 +30,28 @@ from .io import atomic_write
 INPUT_DEPTH_FILE = "input_depth.png"
 #: Per-axis signs from OpenCV camera axes (x right, y down, z forward) to the y-up axes of 3D viewers.
 VIEWER_AXES = np.array([1.0, -1.0, -1.0])
+#: Degree-0 spherical-harmonic constant of 3D Gaussian Splatting: a colour c in [0, 1] is stored as (c - 0.5) / SH_C0.
+SH_C0 = 0.28209479177387814
+#: Standard deviation of an exported Gaussian, in footprints of the point it stands for.
+GAUSSIAN_SIGMA_PER_FOOTPRINT = 0.5
+#: Opacity of every exported Gaussian (stored as its logit).
+GAUSSIAN_OPACITY = 0.95
+#: What `dualcam export-3d --format` can write, and what it writes by default.
+EXPORT_FORMATS = ("points", "colmap", "gaussians")
+DEFAULT_EXPORT_FORMATS = ("points", "colmap")
 
 
 @dataclass
 class PointCloud:
-    """World points [N, 3] (float64) and their colours [N, 3] (uint8)."""
+    """World points [N, 3] (float64) and their colours [N, 3] (uint8).
+
+    `footprints` [N] (float64, optional): the width of surface each point stands for, in world units (a sampled
+    pixel's footprint at its depth, at least the voxel edge after merging); :func:`lift_frames` fills it in.
+    """
 
     points: np.ndarray
     colors: np.ndarray
+    footprints: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.points)
@@ -62,6 +77,14 @@ def disparity_to_depth(disparity: np.ndarray, near: float, far: float) -> np.nda
         raise ValueError(f"need 0 < near < far, got near={near}, far={far}")
     disparity = np.clip(np.asarray(disparity, dtype=np.float64), 0.0, 1.0)
     return 1.0 / (disparity / near + (1.0 - disparity) / far)
+
+
+def pixel_footprint(depth: np.ndarray, intrinsics: np.ndarray, width: int, pixel_stride: int = 1) -> np.ndarray:
+    """World-space width of one sampled pixel at distance `depth`: ``depth / fx_pixels * pixel_stride``.
+
+    `intrinsics` is the normalised (fx, fy, cx, cy) of a frame `width` pixels wide.
+    """
+    return np.asarray(depth, dtype=np.float64) * pixel_stride / (float(intrinsics[0]) * width)
 
 
 def unproject(depth: np.ndarray, intrinsics: np.ndarray, c2w: np.ndarray, pixel_stride: int = 1) -> np.ndarray:
@@ -99,7 +122,11 @@ def voxel_downsample(cloud: PointCloud, voxel_size: float) -> PointCloud:
     colors = np.stack([np.bincount(voxel_of_point, cloud.colors[:, axis]) for axis in range(3)], axis=1)
     points /= counts[:, None]
     colors = np.round(colors / counts[:, None]).astype(np.uint8)
-    return PointCloud(points, colors)
+    footprints = None
+    if cloud.footprints is not None:
+        # Merged points lie about one voxel apart, so each stands for at least a voxel's width of surface.
+        footprints = np.maximum(np.bincount(voxel_of_point, cloud.footprints) / counts, voxel_size)
+    return PointCloud(points, colors, footprints)
 
 
 def check_lift_options(frame_stride: int, pixel_stride: int, near: float, far: float,
@@ -145,7 +172,8 @@ def lift_frames(
     rgb [F, H, W, 3] uint8; disparity [F, H, W] in [0, 1] (near = 1); c2w [F, 4, 4]; intrinsics [F, 4] normalised.
     `reference_disparity` [H, W] in [0, 1] is the input depth of frame 0 that fixes the affine disparity scale
     (none: the generated disparity is used as is). `voxel_size` None picks the footprint of one sampled pixel at
-    the median depth of frame 0; 0 keeps every point.
+    the median depth of frame 0; 0 keeps every point. The cloud carries each point's footprint
+    (:func:`pixel_footprint`, merged by :func:`voxel_downsample`).
     """
     check_lift_options(frame_stride, pixel_stride, near, far, voxel_size)
     rgb = np.asarray(rgb)
@@ -162,16 +190,18 @@ def lift_frames(
     if reference_disparity is not None:
         scale, shift = fit_scale_shift(disparity[0], reference_disparity)
         disparity = scale * disparity + shift
-    points, colors = [], []
+    width = rgb.shape[2]
+    points, colors, footprints = [], [], []
     for index in range(0, num_frames, frame_stride):
         depth = disparity_to_depth(disparity[index], near, far)
         points.append(unproject(depth, intrinsics[index], c2w[index], pixel_stride).reshape(-1, 3))
         colors.append(rgb[index, ::pixel_stride, ::pixel_stride].reshape(-1, 3))
-    cloud = PointCloud(np.concatenate(points), np.concatenate(colors).astype(np.uint8))
+        footprints.append(pixel_footprint(depth[::pixel_stride, ::pixel_stride], intrinsics[index], width,
+                                          pixel_stride).ravel())
+    cloud = PointCloud(np.concatenate(points), np.concatenate(colors).astype(np.uint8), np.concatenate(footprints))
     if voxel_size is None:
         first_depth = disparity_to_depth(disparity[0], near, far)
-        focal_pixels = intrinsics[0][0] * rgb.shape[2]
-        voxel_size = float(np.median(first_depth)) * pixel_stride / focal_pixels
+        voxel_size = float(pixel_footprint(np.median(first_depth), intrinsics[0], width, pixel_stride))
     return voxel_downsample(cloud, voxel_size) if voxel_size > 0 else cloud
 
 
@@ -209,6 +239,48 @@ def write_colmap_points(path: str | Path, cloud: PointCloud) -> Path:
     path = Path(path)
     atomic_write(path, ("\n".join(lines) + "\n").encode())
     return path
+
+
+def write_gaussians_ply(path: str | Path, cloud: PointCloud, sh_degree: int = 3) -> Path:
+    """Binary PLY of one isotropic 3D Gaussian per point, in the attribute layout of 3D Gaussian Splatting.
+
+    float32 ``x y z nx ny nz f_dc_0..2 f_rest_0..K opacity scale_0..2 rot_0..3``: normals zero, ``f_dc`` the colour
+    as a degree-0 SH coefficient ``(rgb / 255 - 0.5) / SH_C0``, ``f_rest`` the ``3 ((sh_degree + 1)^2 - 1)`` higher
+    coefficients (zero: no view dependence), ``opacity`` the logit of :data:`GAUSSIAN_OPACITY`, ``scale_*`` the log
+    standard deviation ``GAUSSIAN_SIGMA_PER_FOOTPRINT * footprint`` on every axis and ``rot`` the identity
+    quaternion (w, x, y, z). The cloud needs footprints (a cloud from :func:`lift_frames` has them).
+    """
+    _check_sh_degree(sh_degree)
+    if cloud.footprints is None:
+        raise ValueError("the point cloud has no footprints to size its Gaussians (lift it with lift_frames)")
+    footprints = np.asarray(cloud.footprints, dtype=np.float64)
+    if footprints.shape != (len(cloud),) or not np.all(np.isfinite(footprints) & (footprints > 0)):
+        raise ValueError(f"need one finite positive footprint per point ({len(cloud)}), got shape {footprints.shape}")
+    num_rest = 3 * ((sh_degree + 1) ** 2 - 1)
+    names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+    names += [f"f_rest_{index}" for index in range(num_rest)]
+    names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    vertices = np.zeros(len(cloud), dtype=[(name, "f4") for name in names])
+    for axis, name in enumerate("xyz"):
+        vertices[name] = cloud.points[:, axis]
+    for channel in range(3):
+        vertices[f"f_dc_{channel}"] = (cloud.colors[:, channel] / 255.0 - 0.5) / SH_C0
+    vertices["opacity"] = math.log(GAUSSIAN_OPACITY / (1.0 - GAUSSIAN_OPACITY))
+    log_sigma = np.log(GAUSSIAN_SIGMA_PER_FOOTPRINT * footprints)
+    for axis in range(3):
+        vertices[f"scale_{axis}"] = log_sigma
+    vertices["rot_0"] = 1.0
+    buffer = io.BytesIO()
+    PlyData([PlyElement.describe(vertices, "vertex")], byte_order="<").write(buffer)
+    path = Path(path)
+    atomic_write(path, buffer.getvalue())
+    return path
+
+
+def _check_sh_degree(sh_degree: int) -> None:
+    """A ValueError unless `sh_degree` is a whole number from 0 to 3 (the degrees 3D Gaussian Splatting uses)."""
+    if not _is_number(sh_degree, whole=True) or not 0 <= sh_degree <= 3:
+        raise ValueError(f"sh_degree (--sh-degree) must be a whole number from 0 to 3, got {sh_degree!r}")
 
 
 @dataclass
@@ -277,32 +349,57 @@ def export_run(
     near: float = 1.0,
     far: float = 10.0,
     voxel_size: float | None = None,
+    formats: str | Sequence[str] = DEFAULT_EXPORT_FORMATS,
+    sh_degree: int = 3,
 ) -> dict[str, Path]:
-    """Write `points.ply`, the frames as `images/frame_NNNNN.png` and the COLMAP text model `sparse/0/`.
+    """Write the run as each of `formats` (names from :data:`EXPORT_FORMATS`) into `out_dir` (default: the run).
 
-    Returns the written paths by name ("points.ply", "images", "sparse"). The options are checked before anything
-    is read or written (see :func:`check_lift_options`).
+    "points": `points.ply`; "colmap": the frames as `images/frame_NNNNN.png` and the COLMAP text model `sparse/0/`
+    with the points; "gaussians": `gaussians.ply`, 3D Gaussian Splatting with SH degree `sh_degree`
+    (:func:`write_gaussians_ply`). All of them hold the same lifted points. Returns the written paths by name
+    ("points.ply", "images", "sparse", "gaussians.ply"). The options are checked before anything is read or
+    written (see :func:`check_lift_options`).
     """
     check_lift_options(frame_stride, pixel_stride, near, far, voxel_size)
+    formats = check_export_formats(formats)
+    if "gaussians" in formats:
+        _check_sh_degree(sh_degree)
     run = load_run(run_dir, input_depth)
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir)
     cloud = lift_frames(
         run.rgb, run.disparity, run.trajectory.c2w, run.trajectory.intrinsics, run.input_disparity,
         frame_stride=frame_stride, pixel_stride=pixel_stride, near=near, far=far, voxel_size=voxel_size,
     )
-    # Image names follow CameraTrajectory.save(format="colmap"), which writes cameras.txt and images.txt.
-    for index, frame in enumerate(tqdm(run.rgb, desc="Writing frames", leave=False)):
-        png = io.BytesIO()
-        Image.fromarray(frame).save(png, format="PNG", compress_level=1)
-        atomic_write(out_dir / "images" / colmap_image_name(index, len(run.rgb)), png.getvalue())
-    height, width = run.rgb.shape[1:3]
-    sparse = out_dir / "sparse" / "0"
-    # An earlier export's points are replaced by this export's just below.
-    write_colmap(CameraTrajectory(run.trajectory.c2w, run.trajectory.intrinsics, (width, height)), sparse,
-                 replace_points=True)
-    write_colmap_points(sparse / "points3D.txt", cloud)
-    ply = write_ply(out_dir / "points.ply", cloud)
-    return {"points.ply": ply, "images": out_dir / "images", "sparse": sparse}
+    written = {}
+    if "colmap" in formats:
+        # Image names follow CameraTrajectory.save(format="colmap"), which writes cameras.txt and images.txt.
+        for index, frame in enumerate(tqdm(run.rgb, desc="Writing frames", leave=False)):
+            png = io.BytesIO()
+            Image.fromarray(frame).save(png, format="PNG", compress_level=1)
+            atomic_write(out_dir / "images" / colmap_image_name(index, len(run.rgb)), png.getvalue())
+        height, width = run.rgb.shape[1:3]
+        sparse = out_dir / "sparse" / "0"
+        # An earlier export's points are replaced by this export's just below.
+        write_colmap(CameraTrajectory(run.trajectory.c2w, run.trajectory.intrinsics, (width, height)), sparse,
+                     replace_points=True)
+        write_colmap_points(sparse / "points3D.txt", cloud)
+    if "points" in formats:
+        written["points.ply"] = write_ply(out_dir / "points.ply", cloud)
+    if "colmap" in formats:
+        written.update({"images": out_dir / "images", "sparse": sparse})
+    if "gaussians" in formats:
+        written["gaussians.ply"] = write_gaussians_ply(out_dir / "gaussians.ply", cloud, sh_degree)
+    return written
+
+
+def check_export_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
+    """The export formats as a tuple of names from :data:`EXPORT_FORMATS`; a ValueError for anything else."""
+    names = (formats,) if isinstance(formats, str) else tuple(formats)
+    unknown = [name for name in names if name not in EXPORT_FORMATS]
+    if not names or unknown:
+        raise ValueError(f"formats (--format) must be one or more of {', '.join(EXPORT_FORMATS)}, "
+                         f"got {', '.join(map(repr, unknown)) if unknown else 'none'}")
+    return names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -318,14 +415,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--voxel-size", type=float, default=None,
                         help="voxel edge for downsampling, >= 0; 0 keeps every point (default: one pixel at median "
                              "depth)")
+    parser.add_argument("--format", nargs="+", choices=EXPORT_FORMATS, default=list(DEFAULT_EXPORT_FORMATS),
+                        dest="formats", metavar="FORMAT",
+                        help="what to write, one or more of: points (points.ply), colmap (images/ and sparse/0/), "
+                             "gaussians (gaussians.ply, 3D Gaussian Splatting) (default: points colmap)")
+    parser.add_argument("--sh-degree", type=int, choices=range(4), default=3, metavar="{0,1,2,3}",
+                        help="spherical-harmonic degree of gaussians.ply; higher bands are zero (default 3: the "
+                             "layout every 3D Gaussian Splatting viewer reads; 0 makes the file 3.6x smaller)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """`dualcam export-3d`: write the point cloud and COLMAP model of a generated run."""
+    """`dualcam export-3d`: write the point cloud, COLMAP model or 3D Gaussians of a generated run."""
     written = export_run(
         args.run_dir, args.out, args.input_depth, frame_stride=args.frame_stride, pixel_stride=args.pixel_stride,
-        near=args.near, far=args.far, voxel_size=args.voxel_size,
+        near=args.near, far=args.far, voxel_size=args.voxel_size, formats=args.formats, sh_degree=args.sh_degree,
     )
     for name, path in written.items():
-        print(f"{name}: {path}")
+        print(f"{name}: {path.resolve()}")
     return 0
