@@ -104,6 +104,29 @@ def unproject(depth: np.ndarray, intrinsics: np.ndarray, c2w: np.ndarray, pixel_
     return camera_points @ c2w[:3, :3].T + c2w[:3, 3]
 
 
+#: Relative depth difference within which a point counts as lying on a surface a frame shows (:func:`seen_by`).
+SEEN_DEPTH_TOLERANCE = 0.02
+
+
+def seen_by(points: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray, c2w: np.ndarray) -> np.ndarray:
+    """Which world `points` [N, 3] a frame shows: they project into its image, in front of the camera, onto a
+    pixel whose `depth` [H, W] agrees with theirs within :data:`SEEN_DEPTH_TOLERANCE` (relative)."""
+    height, width = depth.shape
+    fx, fy, cx, cy = np.asarray(intrinsics, dtype=np.float64) * np.array([width, height, width, height])
+    w2c = np.linalg.inv(np.asarray(c2w, dtype=np.float64))
+    camera_points = points @ w2c[:3, :3].T + w2c[:3, 3]
+    z = camera_points[:, 2]
+    seen = z > 0
+    safe_z = np.where(seen, z, 1.0)
+    # Pixel (row, col) covers [col, col + 1) x [row, row + 1): unproject puts its centre at (col + 0.5, row + 0.5).
+    cols = np.floor(fx * camera_points[:, 0] / safe_z + cx)
+    rows = np.floor(fy * camera_points[:, 1] / safe_z + cy)
+    seen &= (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
+    surface = depth[rows[seen].astype(np.int64), cols[seen].astype(np.int64)]
+    seen[seen] = np.abs(z[seen] - surface) <= SEEN_DEPTH_TOLERANCE * surface
+    return seen
+
+
 def voxel_downsample(cloud: PointCloud, voxel_size: float) -> PointCloud:
     """One point per occupied voxel of edge `voxel_size`: the mean position and mean colour of its points."""
     if voxel_size <= 0:
@@ -166,14 +189,16 @@ def lift_frames(
     near: float = 1.0,
     far: float = 10.0,
     voxel_size: float | None = None,
+    drop_seen: bool = False,
 ) -> PointCloud:
     """Coloured point cloud of every `frame_stride`-th frame.
 
     rgb [F, H, W, 3] uint8; disparity [F, H, W] in [0, 1] (near = 1); c2w [F, 4, 4]; intrinsics [F, 4] normalised.
     `reference_disparity` [H, W] in [0, 1] is the input depth of frame 0 that fixes the affine disparity scale
     (none: the generated disparity is used as is). `voxel_size` None picks the footprint of one sampled pixel at
-    the median depth of frame 0; 0 keeps every point. The cloud carries each point's footprint
-    (:func:`pixel_footprint`, merged by :func:`voxel_downsample`).
+    the median depth of frame 0; 0 keeps every point. `drop_seen` keeps of each frame only the points that no
+    earlier lifted frame already shows (:func:`seen_by`), so that every surface is held once. The cloud carries each
+    point's footprint (:func:`pixel_footprint`, merged by :func:`voxel_downsample`).
     """
     check_lift_options(frame_stride, pixel_stride, near, far, voxel_size)
     rgb = np.asarray(rgb)
@@ -191,13 +216,19 @@ def lift_frames(
         scale, shift = fit_scale_shift(disparity[0], reference_disparity)
         disparity = scale * disparity + shift
     width = rgb.shape[2]
-    points, colors, footprints = [], [], []
+    points, colors, footprints, lifted = [], [], [], []
     for index in range(0, num_frames, frame_stride):
         depth = disparity_to_depth(disparity[index], near, far)
-        points.append(unproject(depth, intrinsics[index], c2w[index], pixel_stride).reshape(-1, 3))
-        colors.append(rgb[index, ::pixel_stride, ::pixel_stride].reshape(-1, 3))
+        frame_points = unproject(depth, intrinsics[index], c2w[index], pixel_stride).reshape(-1, 3)
+        keep = np.ones(len(frame_points), dtype=bool)
+        if drop_seen:
+            for earlier in lifted:
+                keep[keep] = ~seen_by(frame_points[keep], *earlier)
+            lifted.append((depth, intrinsics[index], c2w[index]))
+        points.append(frame_points[keep])
+        colors.append(rgb[index, ::pixel_stride, ::pixel_stride].reshape(-1, 3)[keep])
         footprints.append(pixel_footprint(depth[::pixel_stride, ::pixel_stride], intrinsics[index], width,
-                                          pixel_stride).ravel())
+                                          pixel_stride).ravel()[keep])
     cloud = PointCloud(np.concatenate(points), np.concatenate(colors).astype(np.uint8), np.concatenate(footprints))
     if voxel_size is None:
         first_depth = disparity_to_depth(disparity[0], near, far)
@@ -356,9 +387,10 @@ def export_run(
 
     "points": `points.ply`; "colmap": the frames as `images/frame_NNNNN.png` and the COLMAP text model `sparse/0/`
     with the points; "gaussians": `gaussians.ply`, 3D Gaussian Splatting with SH degree `sh_degree`
-    (:func:`write_gaussians_ply`). All of them hold the same lifted points. Returns the written paths by name
-    ("points.ply", "images", "sparse", "gaussians.ply"). The options are checked before anything is read or
-    written (see :func:`check_lift_options`).
+    (:func:`write_gaussians_ply`) of the points no earlier lifted frame shows (``drop_seen``: one Gaussian per
+    surface, as Gaussians of several frames on one surface would blend their colours where they overlap). Returns
+    the written paths by name ("points.ply", "images", "sparse", "gaussians.ply"). The options are checked before
+    anything is read or written (see :func:`check_lift_options`).
     """
     check_lift_options(frame_stride, pixel_stride, near, far, voxel_size)
     formats = check_export_formats(formats)
@@ -366,10 +398,14 @@ def export_run(
         _check_sh_degree(sh_degree)
     run = load_run(run_dir, input_depth)
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir)
-    cloud = lift_frames(
-        run.rgb, run.disparity, run.trajectory.c2w, run.trajectory.intrinsics, run.input_disparity,
-        frame_stride=frame_stride, pixel_stride=pixel_stride, near=near, far=far, voxel_size=voxel_size,
-    )
+    def lift(drop_seen: bool) -> PointCloud:
+        return lift_frames(
+            run.rgb, run.disparity, run.trajectory.c2w, run.trajectory.intrinsics, run.input_disparity,
+            frame_stride=frame_stride, pixel_stride=pixel_stride, near=near, far=far, voxel_size=voxel_size,
+            drop_seen=drop_seen,
+        )
+
+    cloud = lift(drop_seen=False) if {"points", "colmap"} & set(formats) else None
     written = {}
     if "colmap" in formats:
         # Image names follow CameraTrajectory.save(format="colmap"), which writes cameras.txt and images.txt.
@@ -388,7 +424,7 @@ def export_run(
     if "colmap" in formats:
         written.update({"images": out_dir / "images", "sparse": sparse})
     if "gaussians" in formats:
-        written["gaussians.ply"] = write_gaussians_ply(out_dir / "gaussians.ply", cloud, sh_degree)
+        written["gaussians.ply"] = write_gaussians_ply(out_dir / "gaussians.ply", lift(drop_seen=True), sh_degree)
     return written
 
 
