@@ -388,7 +388,8 @@ def export_run(
     "points": `points.ply`; "colmap": the frames as `images/frame_NNNNN.png` and the COLMAP text model `sparse/0/`
     with the points; "gaussians": `gaussians.ply`, 3D Gaussian Splatting with SH degree `sh_degree`
     (:func:`write_gaussians_ply`) of the points no earlier lifted frame shows (``drop_seen``: one Gaussian per
-    surface, as Gaussians of several frames on one surface would blend their colours where they overlap). Returns
+    surface, as Gaussians of several frames on one surface would blend their colours where they overlap; no
+    voxel merging unless `voxel_size` is given). Returns
     the written paths by name ("points.ply", "images", "sparse", "gaussians.ply"). The options are checked before
     anything is read or written (see :func:`check_lift_options`).
     """
@@ -399,9 +400,11 @@ def export_run(
     run = load_run(run_dir, input_depth)
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir)
     def lift(drop_seen: bool) -> PointCloud:
+        # Automatic voxels merge the overlapping views of a surface; with drop_seen there are none to merge.
+        voxel = 0.0 if drop_seen and voxel_size is None else voxel_size
         return lift_frames(
             run.rgb, run.disparity, run.trajectory.c2w, run.trajectory.intrinsics, run.input_disparity,
-            frame_stride=frame_stride, pixel_stride=pixel_stride, near=near, far=far, voxel_size=voxel_size,
+            frame_stride=frame_stride, pixel_stride=pixel_stride, near=near, far=far, voxel_size=voxel,
             drop_seen=drop_seen,
         )
 
@@ -450,7 +453,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--far", type=float, default=10.0, help="distance of the farthest depth value (default 10)")
     parser.add_argument("--voxel-size", type=float, default=None,
                         help="voxel edge for downsampling, >= 0; 0 keeps every point (default: one pixel at median "
-                             "depth)")
+                             "depth; none for gaussians, which keep each surface once)")
     parser.add_argument("--format", nargs="+", choices=EXPORT_FORMATS, default=list(DEFAULT_EXPORT_FORMATS),
                         dest="formats", metavar="FORMAT",
                         help="what to write, one or more of: points (points.ply), colmap (images/ and sparse/0/), "
