@@ -105,7 +105,7 @@ def unproject(depth: np.ndarray, intrinsics: np.ndarray, c2w: np.ndarray, pixel_
 
 
 #: Relative depth difference within which a point counts as lying on a surface a frame shows (:func:`seen_by`).
-SEEN_DEPTH_TOLERANCE = 0.02
+SEEN_DEPTH_TOLERANCE = 0.05
 
 
 def seen_by(points: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray, c2w: np.ndarray) -> np.ndarray:
@@ -217,12 +217,13 @@ def lift_frames(
         disparity = scale * disparity + shift
     width = rgb.shape[2]
     points, colors, footprints, lifted = [], [], [], []
-    for index in range(0, num_frames, frame_stride):
+    # Comparing each frame with every earlier one is what takes time; a plain lift is quick.
+    for index in tqdm(range(0, num_frames, frame_stride), desc="Lifting frames", leave=False, disable=not drop_seen):
         depth = disparity_to_depth(disparity[index], near, far)
         frame_points = unproject(depth, intrinsics[index], c2w[index], pixel_stride).reshape(-1, 3)
         keep = np.ones(len(frame_points), dtype=bool)
         if drop_seen:
-            for earlier in lifted:
+            for earlier in reversed(lifted):  # the latest frames share the most with this one
                 keep[keep] = ~seen_by(frame_points[keep], *earlier)
             lifted.append((depth, intrinsics[index], c2w[index]))
         points.append(frame_points[keep])
