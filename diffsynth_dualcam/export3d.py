@@ -39,6 +39,8 @@ GAUSSIAN_OPACITY = 0.95
 #: What `dualcam export-3d --format` can write, and what it writes by default.
 EXPORT_FORMATS = ("points", "colmap", "gaussians")
 DEFAULT_EXPORT_FORMATS = ("points", "colmap")
+#: Relative depth difference within which a point counts as lying on a surface a frame shows (:func:`seen_by`).
+SEEN_DEPTH_TOLERANCE = 0.05
 
 
 @dataclass
@@ -102,10 +104,6 @@ def unproject(depth: np.ndarray, intrinsics: np.ndarray, c2w: np.ndarray, pixel_
     camera_points = np.stack([(u - cx) / fx * z, (v - cy) / fy * z, z], axis=-1)
     c2w = np.asarray(c2w, dtype=np.float64)
     return camera_points @ c2w[:3, :3].T + c2w[:3, 3]
-
-
-#: Relative depth difference within which a point counts as lying on a surface a frame shows (:func:`seen_by`).
-SEEN_DEPTH_TOLERANCE = 0.05
 
 
 def seen_by(points: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray, c2w: np.ndarray) -> np.ndarray:
@@ -390,9 +388,9 @@ def export_run(
     with the points; "gaussians": `gaussians.ply`, 3D Gaussian Splatting with SH degree `sh_degree`
     (:func:`write_gaussians_ply`) of the points no earlier lifted frame shows (``drop_seen``: one Gaussian per
     surface, as Gaussians of several frames on one surface would blend their colours where they overlap; no
-    voxel merging unless `voxel_size` is given). Returns
-    the written paths by name ("points.ply", "images", "sparse", "gaussians.ply"). The options are checked before
-    anything is read or written (see :func:`check_lift_options`).
+    voxel merging unless `voxel_size` is given). Returns the written paths by name ("points.ply", "images",
+    "sparse", "gaussians.ply"). The options are checked before anything is read or written (see
+    :func:`check_lift_options`).
     """
     check_lift_options(frame_stride, pixel_stride, near, far, voxel_size)
     formats = check_export_formats(formats)
@@ -400,6 +398,7 @@ def export_run(
         _check_sh_degree(sh_degree)
     run = load_run(run_dir, input_depth)
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir)
+
     def lift(drop_seen: bool) -> PointCloud:
         # Automatic voxels merge the overlapping views of a surface; with drop_seen there are none to merge.
         voxel = 0.0 if drop_seen and voxel_size is None else voxel_size
