@@ -50,8 +50,9 @@ FRUSTUM_FRACTION = 0.1
 #: camera paths: the three demo paths followed frame by frame, whole and their first 61 cameras, each against its own
 #: depth map (``benchmarks/path_scale.py`` measures it; the presets at speed 1 move 0.0016-0.0031 on those scenes).
 PUBLISHED_STEP_RANGE = (0.0013, 0.0020)
-#: Paths whose motion per frame is outside this range (4x beyond the published one on either side) get a warning.
-STEP_WARNING_RANGE = (0.0003, 0.008)
+#: Paths whose motion per frame is more than this factor beyond the published range (either side) get a warning.
+STEP_WARNING_FACTOR = 4.0
+STEP_WARNING_RANGE = (PUBLISHED_STEP_RANGE[0] / STEP_WARNING_FACTOR, PUBLISHED_STEP_RANGE[1] * STEP_WARNING_FACTOR)
 #: export-3d's default distances of disparity 1 and 0 (``dualcam export-3d --near/--far``).
 DEFAULT_NEAR, DEFAULT_FAR = 1.0, 10.0
 #: Largest relative difference of image and depth map aspect ratios for ``trajectory show --image --depth``.
@@ -67,21 +68,21 @@ def scene_pixel_stride(width: int, height: int) -> int:
 
 
 def lift_first_frame(
-    image: Image.Image, depth: Image.Image, trajectory: CameraTrajectory, near: float = DEFAULT_NEAR,
+    image: Image.Image, depth: Image.Image, intrinsics: np.ndarray, near: float = DEFAULT_NEAR,
     far: float = DEFAULT_FAR,
 ) -> PointCloud:
     """The first frame as a coloured point cloud in its own camera's OpenCV axes (export3d's lifting).
 
-    ``image`` and ``depth`` (8-bit disparity, near = bright) have the same size, the one ``trajectory``'s
-    intrinsics describe; every :func:`scene_pixel_stride`-th pixel is kept, no voxel merging.
+    ``image`` and ``depth`` (8-bit disparity, near = bright) have the same size, the one the normalised
+    ``intrinsics`` (fx, fy, cx, cy) describe; every :func:`scene_pixel_stride`-th pixel is kept, no voxel merging.
     """
     if image.size != depth.size:
         raise ValueError(f"image and depth map must have the same size, got {image.size} and {depth.size}")
     rgb = np.asarray(image.convert("RGB"))
     disparity = np.asarray(depth.convert("L"), dtype=np.float64) / 255.0
-    first = trajectory.relative()[0]
-    return lift_frames(rgb[None], disparity[None], first.c2w, first.intrinsics, frame_stride=1,
-                       pixel_stride=scene_pixel_stride(*image.size), near=near, far=far, voxel_size=0)
+    return lift_frames(rgb[None], disparity[None], np.eye(4)[None], np.asarray(intrinsics, dtype=np.float64)[None],
+                       frame_stride=1, pixel_stride=scene_pixel_stride(*image.size), near=near, far=far,
+                       voxel_size=0)
 
 
 def median_scene_depth(depth: Image.Image, near: float = DEFAULT_NEAR, far: float = DEFAULT_FAR) -> float:
@@ -221,7 +222,7 @@ def write_preview(
     relative = trajectory.relative()
     cloud = median = None
     if image is not None and depth is not None:
-        cloud = lift_first_frame(image, depth, relative, near, far)
+        cloud = lift_first_frame(image, depth, relative.intrinsics[0], near, far)
         median = median_scene_depth(depth, near, far)
     write_scene(path, relative, cloud)
     return PathScale(path_length(relative), len(relative), median)
