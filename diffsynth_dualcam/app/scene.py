@@ -1,0 +1,71 @@
+"""The camera panel's 3D view: the page's camera path in the scene of its first frame, before generating.
+
+The scene is the one ``dualcam generate --preview-only`` writes (``diffsynth_dualcam.preview``): the uploads and the
+camera are prepared as the generation prepares them (output size, path stretched over the frame count, intrinsics
+cover-cropped), and no model runs, so a first frame without a depth map shows the cameras only.
+"""
+from __future__ import annotations
+
+import secrets
+import tempfile
+import time
+from pathlib import Path
+
+from ..camera import CameraTrajectory
+from ..pipeline.inputs import check_same_aspect, check_size, prepare_depth, prepare_image, prepare_trajectory
+from ..preview import write_preview
+from .uploads import UploadError, load_image_upload
+
+#: Preview scenes older than this are removed (Gradio has copied each into its cache when the handler returned).
+PREVIEW_MAX_AGE_S = 3600
+
+
+class PreviewFolder:
+    """A folder of preview scenes, one file per preview, pruned of old ones whenever a new one is made."""
+
+    def __init__(self, folder: str | Path | None = None) -> None:
+        self.folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="dualcam-scenes-"))
+
+    def new_path(self) -> Path:
+        """A fresh ``.glb`` path in the folder."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        cutoff = time.time() - PREVIEW_MAX_AGE_S
+        for old in self.folder.glob("*.glb"):
+            if old.stat().st_mtime < cutoff:
+                old.unlink(missing_ok=True)
+        return self.folder / f"scene-{secrets.token_hex(6)}.glb"
+
+
+def scene_preview(
+    folder: PreviewFolder,
+    trajectory: CameraTrajectory,
+    image_path: str | None,
+    depth_path: str | None,
+    num_frames: int,
+    width: int,
+    height: int,
+) -> tuple[str | None, str]:
+    """(scene file, status line) of ``trajectory`` in the uploads' scene; no file and the reason when they are
+    unusable."""
+    try:
+        height, width = check_size(int(height), int(width))
+        image = load_image_upload(image_path, "first frame") if image_path is not None else None
+        depth = load_image_upload(depth_path, "depth map") if depth_path is not None and image is not None else None
+        camera = prepare_trajectory(trajectory, int(num_frames), width, height, image.size if image else None,
+                                    resample=True)
+        if depth is not None:
+            check_same_aspect(image, depth, width, height)
+            depth = prepare_depth(depth, width, height).convert("L")
+        if image is not None:
+            image = prepare_image(image, width, height)
+    except (UploadError, ValueError, TypeError) as error:
+        return None, f"**Scene:** {error}"
+    path = folder.new_path()
+    scale = write_preview(path, camera, image, depth)
+    lines = [f"**Scene:** the camera {scale.message()}"]
+    if depth is None:
+        lines.append("Upload the first frame and its depth map to see the scene around the cameras (without a depth "
+                     "map, the scene appears here after generating).")
+    if scale.warning() is not None:
+        lines.append(f"⚠️ {scale.warning()}")
+    return str(path), "\n\n".join(lines)
