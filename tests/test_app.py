@@ -462,7 +462,7 @@ def test_scene_preview_follows_the_camera_and_the_uploads(tmp_path, upload_root)
     (upload_root / "bad.png").write_text("text")
     scene_path, message = preview_scene(folder, str(upload_root / "bad.png"), None, "Preset", "dolly_in", 1.0, None,
                                         None, 90.0, 9, 48, 32)
-    assert scene_path is None and "first frame: not a readable image" in message
+    assert scene_path is not None and "The first frame upload is not usable" in message
 
 
 def test_page_builds_with_banner(tmp_path):

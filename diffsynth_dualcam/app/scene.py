@@ -11,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from PIL import Image
+
 from ..camera import CameraTrajectory
 from ..pipeline.inputs import check_same_aspect, check_size, prepare_depth, prepare_image, prepare_trajectory
 from ..preview import write_preview
@@ -47,10 +49,11 @@ def scene_preview(
 ) -> tuple[str | None, str]:
     """(scene file, status line) of ``trajectory`` in the uploads' scene; no file and the reason when they are
     unusable."""
+    notes = []
+    image = _usable_upload(image_path, "first frame", notes)
+    depth = _usable_upload(depth_path, "depth map", notes) if image is not None else None
     try:
         height, width = check_size(int(height), int(width))
-        image = load_image_upload(image_path, "first frame") if image_path is not None else None
-        depth = load_image_upload(depth_path, "depth map") if depth_path is not None and image is not None else None
         camera = prepare_trajectory(trajectory, int(num_frames), width, height, image.size if image else None,
                                     resample=True)
         if depth is not None:
@@ -58,14 +61,26 @@ def scene_preview(
             depth = prepare_depth(depth, width, height).convert("L")
         if image is not None:
             image = prepare_image(image, width, height)
-    except (UploadError, ValueError, TypeError) as error:
+    except (ValueError, TypeError) as error:
         return None, f"**Scene:** {error}"
     path = folder.new_path()
     scale = write_preview(path, camera, image, depth)
-    lines = [f"**Scene:** the camera {scale.message()}"]
+    lines = [f"**Scene:** the camera {scale.message()}", *notes]
     if depth is None:
         lines.append("Upload the first frame and its depth map to see the scene around the cameras (without a depth "
                      "map, the scene appears here after generating).")
     if scale.warning() is not None:
         lines.append(f"⚠️ {scale.warning()}")
     return str(path), "\n\n".join(lines)
+
+
+def _usable_upload(path: str | None, what: str, notes: list[str]) -> Image.Image | None:
+    """The uploaded image, or None with a note in ``notes`` when it is refused (the upload's own check tells the user
+    why, once)."""
+    if path is None:
+        return None
+    try:
+        return load_image_upload(path, what)
+    except UploadError:
+        notes.append(f"The {what} upload is not usable, so the scene shows the cameras only.")
+        return None
