@@ -24,6 +24,7 @@ the cameras and call :func:`write_preview`.
 """
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,8 @@ from .io import atomic_write
 MAX_SCENE_POINTS = 100_000
 #: At most this many frustums; longer paths show every k-th camera (the path itself goes through every centre).
 MAX_SCENE_FRUSTA = 81
-#: Frustum depth as a fraction of the median depth of the lifted points (with a scene).
+#: Frustum depth as a fraction of the median depth of the lifted points (with a scene; at most the trajectory plot's
+#: frustum depth on a moving path).
 FRUSTUM_FRACTION = 0.1
 #: Motion per frame as a fraction of the median scene depth (path length / median depth / steps) of the published
 #: camera paths: the three demo paths followed frame by frame, whole and their first 61 cameras, each against its own
@@ -169,7 +171,10 @@ def build_scene(trajectory: CameraTrajectory, cloud: PointCloud | None = None) -
         alpha = np.full((len(cloud), 1), 255, dtype=np.uint8)
         points = trimesh.PointCloud(cloud.points * VIEWER_AXES, colors=np.hstack([cloud.colors, alpha]))
         scene.add_geometry(points, node_name="points", geom_name="points")
+        # A tenth of the scene's depth, or less on a short path, whose cameras would otherwise hide each other.
         depth = FRUSTUM_FRACTION * float(np.median(cloud.points[:, 2]))
+        if np.ptp(trajectory.centres, axis=0).max() > 1e-9:
+            depth = min(depth, frustum_depth(trajectory.centres))
     else:
         depth = frustum_depth(trajectory.centres)
     # Apex and image-plane corners in each camera's own axes; the node transform places them.
@@ -277,3 +282,65 @@ def load_scene_inputs(
     if trajectory.source_size is not None and tuple(trajectory.source_size) != image.size:
         trajectory = trajectory.cover_crop(target_size=image.size)
     return trajectory, image, depth
+
+
+#: Frustums drawn by :func:`render_scene` (evenly spaced, first and last included), so that they stay apart.
+RENDERED_FRUSTA = 12
+#: (elevation, azimuth) in degrees of the two panels of :func:`render_scene`.
+RENDER_VIEWS = ((25.0, -70.0), (35.0, -125.0))
+
+
+def render_scene(scene: trimesh.Scene, path: str | Path, title: str | None = None) -> Path:
+    """A PNG picture of a scene of :func:`build_scene` drawn with matplotlib, for places without a 3D viewer (such as
+    the docs): the whole scene, and a close-up of the box around the cameras with the points inside it; at most
+    :data:`RENDERED_FRUSTA` frustums. y (up) is drawn upward, -z (the first camera's viewing direction) as "ahead"."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    frusta = sorted(node for node in scene.graph.nodes_geometry if node.startswith("frustum_"))
+    drawn_frusta = {frusta[index] for index in np.linspace(0, len(frusta) - 1, min(len(frusta), RENDERED_FRUSTA))
+                    .round().astype(int)} if frusta else set()
+    points, colors, lines = np.zeros((0, 3)), np.zeros((0, 3)), []
+    for node in scene.graph.nodes_geometry:
+        transform, name = scene.graph[node]
+        geometry = scene.geometry[name]
+        vertices = trimesh.transform_points(np.asarray(geometry.vertices, dtype=np.float64), transform)
+        if isinstance(geometry, trimesh.PointCloud):
+            points, colors = vertices, np.asarray(geometry.colors)[:, :3] / 255
+        elif not node.startswith("frustum_") or node in drawn_frusta:
+            width = 2.0 if node == "path" else 1.0
+            lines += [(vertices[entity.points], color[:3], width)
+                      for entity, color in zip(geometry.entities, np.asarray(geometry.colors) / 255)]
+    cameras = np.concatenate([segment for segment, _, _ in lines])
+    low, high = cameras.min(axis=0), cameras.max(axis=0)
+    margin = 0.5 * float(np.max(high - low))
+    near_box = np.all((points >= low - margin) & (points <= high + margin), axis=1)
+    panels = [("whole scene", points, colors, np.concatenate([points, cameras])),
+              ("around the cameras", points[near_box], colors[near_box], np.stack([low - margin, high + margin]))]
+
+    figure = Figure(figsize=(12, 5.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    for index, ((panel_title, panel_points, panel_colors, extent), view) in enumerate(zip(panels, RENDER_VIEWS)):
+        axis = figure.add_subplot(1, 2, index + 1, projection="3d", computed_zorder=False)  # cameras over points
+        if len(panel_points):
+            axis.scatter(*_matplotlib_axes(panel_points), c=panel_colors, s=0.4 if index == 0 else 2.0,
+                         linewidths=0, depthshade=False, zorder=1)
+        for segment, color, width in lines:
+            axis.plot(*_matplotlib_axes(segment), color=color, linewidth=width, zorder=2)
+        low_end, high_end = extent.min(axis=0), extent.max(axis=0)
+        centre, half = (low_end + high_end) / 2, max(float(np.max(high_end - low_end)) / 2, 1e-6)
+        axis.set(xlim=(centre[0] - half, centre[0] + half), ylim=(-centre[2] - half, -centre[2] + half),
+                 zlim=(centre[1] - half, centre[1] + half), xlabel="x (right)", ylabel="-z (ahead)",
+                 zlabel="y (up)", title=panel_title)
+        axis.set_box_aspect((1, 1, 1))
+        axis.view_init(elev=view[0], azim=view[1])
+    if title:
+        figure.suptitle(title)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return atomic_write(path, buffer.getvalue())
+
+
+def _matplotlib_axes(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Viewer (x, y, z) as matplotlib's (x, -z, y): its third axis is drawn upward."""
+    return points[:, 0], -points[:, 2], points[:, 1]

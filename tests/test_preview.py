@@ -24,6 +24,10 @@ from diffsynth_dualcam.preview import (
     PUBLISHED_STEP_RANGE,
     STEP_WARNING_RANGE,
     PathScale,
+    build_scene,
+    frame_colors,
+    lift_first_frame,
+    render_scene,
     scene_pixel_stride,
     shown_cameras,
     write_preview,
@@ -146,6 +150,19 @@ def test_cameras_only_without_a_depth_map(tmp_path):
     assert "points" not in scene.geometry
     check_cameras(scene, trajectory.relative())
     assert scale.median_depth is None and "no depth map" in scale.message()
+
+
+def test_render_draws_the_scene_and_its_cameras(tmp_path):
+    image, depth, trajectory = synthetic_scene()
+    relative = trajectory.relative()
+    scene = build_scene(relative, lift_first_frame(image, depth, relative.intrinsics[0]))
+    with Image.open(render_scene(scene, tmp_path / "scene.png", title="synthetic")) as picture:
+        pixels = np.asarray(picture.convert("RGB")).astype(int)
+    # The frustums' colours (first frame purple, last yellow) appear in the picture.
+    for color in frame_colors(len(relative))[[0, -1], :3]:
+        assert (np.abs(pixels - color).max(axis=-1) < 30).sum() > 20
+    bare = render_scene(build_scene(relative), tmp_path / "bare.png")  # no point cloud
+    assert bare.stat().st_size > 10_000
 
 
 def test_long_paths_show_every_kth_camera_and_the_last():
