@@ -465,6 +465,21 @@ def test_scene_preview_follows_the_camera_and_the_uploads(tmp_path, upload_root)
     assert scene_path is not None and "The first frame upload is not usable" in message
 
 
+def test_preview_folder_removes_scenes_older_than_an_hour(tmp_path):
+    from diffsynth_dualcam.app.scene import PREVIEW_MAX_AGE_S, PreviewFolder
+
+    folder = PreviewFolder(tmp_path)
+    old, recent = tmp_path / "old.glb", tmp_path / "recent.glb"
+    for path in (old, recent):
+        path.write_bytes(b"glTF")
+    past = os.path.getmtime(old) - PREVIEW_MAX_AGE_S - 1
+    os.utime(old, (past, past))
+    fresh = folder.new_path()
+    assert fresh.parent == tmp_path and fresh.suffix == ".glb" and not fresh.exists()
+    assert not old.exists() and recent.exists()
+    assert folder.new_path() != fresh
+
+
 def test_page_builds_with_banner(tmp_path):
     page = build_app(RecordingGenerate(tmp_path), AppSettings(banner="Tiny random model"))
     assert isinstance(page, gr.Blocks)

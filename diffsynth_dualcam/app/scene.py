@@ -26,15 +26,20 @@ class PreviewFolder:
     """A folder of preview scenes, one file per preview, pruned of old ones whenever a new one is made."""
 
     def __init__(self, folder: str | Path | None = None) -> None:
-        self.folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="dualcam-scenes-"))
+        self.folder = Path(folder) if folder is not None else None
 
     def new_path(self) -> Path:
-        """A fresh ``.glb`` path in the folder."""
+        """A fresh ``.glb`` path in the folder (a new temporary folder on first use unless one was given)."""
+        if self.folder is None:
+            self.folder = Path(tempfile.mkdtemp(prefix="dualcam-scenes-"))
         self.folder.mkdir(parents=True, exist_ok=True)
         cutoff = time.time() - PREVIEW_MAX_AGE_S
         for old in self.folder.glob("*.glb"):
-            if old.stat().st_mtime < cutoff:
-                old.unlink(missing_ok=True)
+            try:
+                if old.stat().st_mtime < cutoff:
+                    old.unlink()
+            except FileNotFoundError:  # removed by a preview running at the same time
+                pass
         return self.folder / f"scene-{secrets.token_hex(6)}.glb"
 
 
