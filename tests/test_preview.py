@@ -261,6 +261,15 @@ def test_trajectory_preset_writes_its_scene_beside_the_file(tmp_path, capsys):
                  str(tmp_path / "frame.png")]) == 0
     assert "the scene holds the cameras and their path only" in capsys.readouterr().err
     assert "points" not in load_scene(tmp_path / "bare.glb").geometry
+    # --depth-model estimates the missing depth map (here the tiny random Depth Anything, saved as a local model).
+    from diffsynth_dualcam.testing import save_tiny_depth_anything, tiny_depth_estimator
+
+    save_tiny_depth_anything(tmp_path / "depth_model")
+    assert main(["trajectory", "preset", "orbit_left", "-o", str(tmp_path / "estimated.json"), "--image",
+                 str(tmp_path / "frame.png"), "--depth-model", str(tmp_path / "depth_model")]) == 0
+    estimated = tiny_depth_estimator()(image)
+    expected = lift_first_frame(image, estimated, CameraTrajectory.preset("orbit_left", 61).intrinsics[0])
+    check_points(load_scene(tmp_path / "estimated.glb"), expected.points, expected.colors)
 
 
 @pytest.mark.parametrize(("extra", "message"), [
