@@ -397,7 +397,7 @@ def test_handlers_validate_then_generate(tmp_path, upload_root):
     assert request.seed is None and request.depth is None and request.prompt == "a red wall"
     assert (request.height, request.width, request.num_frames, len(request.camera)) == (64, 96, 9, 9)
     assert generate.steps == [0, 1, 2]
-    assert outputs[0] == str(tmp_path / "video.mp4") and outputs[3] is None
+    assert outputs[0] == str(tmp_path / "video.mp4") and outputs[3] is None and outputs[7] is None
     assert "No point cloud: flat depth" in outputs[5]
 
     bad = upload_root / "bad.png"
@@ -421,6 +421,63 @@ def test_preview_plots_the_camera_or_says_why_not(tmp_path, upload_root):
     with pytest.raises(gr.Error, match="first frame: not a readable image"):
         (upload_root / "x.png").write_text("text")
         handlers.check_image(str(upload_root / "x.png"), "first frame")
+
+
+def test_scene_preview_follows_the_camera_and_the_uploads(tmp_path, upload_root):
+    import trimesh
+
+    from diffsynth_dualcam.app.scene import PreviewFolder
+    from diffsynth_dualcam.app.ui import preview_scene
+    from diffsynth_dualcam.export3d import VIEWER_AXES
+    from diffsynth_dualcam.preview import lift_first_frame
+
+    folder = PreviewFolder(tmp_path / "scenes")
+    image = _png(upload_root / "frame.png", size=(240, 160))
+    depth = upload_root / "depth.png"
+    Image.fromarray(np.tile(np.linspace(20, 240, 120), (80, 1)).astype(np.uint8)).save(depth)
+    scene_path, message = preview_scene(folder, image, str(depth), "Preset", "dolly_in", 2.0, None, None, 90.0, 9, 48,
+                                        32)
+    assert "moves" in message and "median scene depth over 9 frames" in message
+    scene = trimesh.load(scene_path, file_type="glb")
+    # The preset as the generation prepares it (9 frames, cover-cropped to 48x32), from the first camera's axes.
+    camera = CameraTrajectory.preset("dolly_in", num_frames=9, speed=2.0).cover_crop(target_size=(48, 32))
+    for index in range(9):
+        transform, _ = scene.graph[f"frustum_{index:05d}"]
+        np.testing.assert_allclose(transform[:3, 3], camera.centres[index] * VIEWER_AXES, atol=1e-6)
+    with Image.open(image) as picture, Image.open(depth) as depth_map:
+        expected = lift_first_frame(picture.resize((48, 32), Image.Resampling.BICUBIC),
+                                    depth_map.resize((48, 32), Image.Resampling.BICUBIC), camera.intrinsics[0])
+    np.testing.assert_allclose(scene.geometry["points"].vertices, expected.points * VIEWER_AXES, atol=1e-6)
+
+    # A speed change moves the cameras; no depth map: the cameras only, and what to upload.
+    faster, _ = preview_scene(folder, image, None, "Preset", "dolly_in", 3.0, None, None, 90.0, 9, 48, 32)
+    transform, _ = trimesh.load(faster, file_type="glb").graph["frustum_00008"]
+    np.testing.assert_allclose(transform[2, 3], -0.08 * 3.0, atol=1e-6)  # 8 steps of 0.01 at speed 3, toward -z
+    assert faster != scene_path
+    _, message = preview_scene(folder, image, None, "Preset", "dolly_in", 3.0, None, None, 90.0, 9, 48, 32)
+    assert "Upload the first frame and its depth map" in message
+    # An unusable camera or upload: no scene, the reason.
+    assert preview_scene(folder, image, None, "Keyframes", "", 1.0, None, [[99, 0, 0, 0, 0, 0, 0]], 90.0, 9, 48,
+                         32) == (None, "")
+    (upload_root / "bad.png").write_text("text")
+    scene_path, message = preview_scene(folder, str(upload_root / "bad.png"), None, "Preset", "dolly_in", 1.0, None,
+                                        None, 90.0, 9, 48, 32)
+    assert scene_path is not None and "The first frame upload is not usable" in message
+
+
+def test_preview_folder_removes_scenes_older_than_an_hour(tmp_path):
+    from diffsynth_dualcam.app.scene import PREVIEW_MAX_AGE_S, PreviewFolder
+
+    folder = PreviewFolder(tmp_path)
+    old, recent = tmp_path / "old.glb", tmp_path / "recent.glb"
+    for path in (old, recent):
+        path.write_bytes(b"glTF")
+    past = os.path.getmtime(old) - PREVIEW_MAX_AGE_S - 1
+    os.utime(old, (past, past))
+    fresh = folder.new_path()
+    assert fresh.parent == tmp_path and fresh.suffix == ".glb" and not fresh.exists()
+    assert not old.exists() and recent.exists()
+    assert folder.new_path() != fresh
 
 
 def test_page_builds_with_banner(tmp_path):
@@ -468,6 +525,16 @@ def test_pipeline_generator_with_automatic_depth_writes_videos_and_point_cloud(t
     with zipfile.ZipFile(result.run_dir / "scene.zip") as archive:
         assert {"points.ply", "sparse/0/cameras.txt", "sparse/0/images.txt", "sparse/0/points3D.txt",
                 "images/frame_00004.png"} <= set(archive.namelist())
+    # The 3D view's scene: the same cloud, with the generated cameras' frustums at their centres.
+    import trimesh
+
+    scene = trimesh.load(result.scene, file_type="glb")
+    np.testing.assert_allclose(scene.geometry["points"].vertices, shown.points, atol=1e-6)
+    cameras = CameraTrajectory.load(result.run_dir / "trajectory.json")
+    for index in range(5):
+        transform, _ = scene.graph[f"frustum_{index:05d}"]
+        np.testing.assert_allclose(transform[:3, 3], cameras.centres[index] * [1, -1, -1], atol=1e-6)
+    assert result.scene in result.downloads
 
 
 def test_missing_depth_model_asks_for_a_depth_map(tmp_path):

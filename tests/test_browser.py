@@ -1,6 +1,7 @@
 """The web app in a real browser: Chromium driven by Playwright against the app served on localhost (tiny model).
 
-Writes a screenshot of the finished page to outputs/test-artifacts/app.png.
+Writes a screenshot of the finished page to outputs/test-artifacts/app.png, and of the camera panel's 3D view after
+choosing a preset and after generating to scene_preset.png and scene_generated.png beside it.
 """
 import json
 import shutil
@@ -18,6 +19,8 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 SCREENSHOT = Path(__file__).resolve().parents[1] / "outputs" / "test-artifacts" / "app.png"
+#: Clear colour of the 3D views, (0.1, 0.1, 0.1) in 8 bits.
+VIEW_BACKGROUND = np.array([26, 26, 26])
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).is_file(), reason=f"Chromium not found at {CHROMIUM} (Debian: apt-get install chromium)"
@@ -38,6 +41,15 @@ def _binary_colmap_zip(folder: Path) -> Path:
         for path in sorted((folder / "binary").iterdir()):
             zipped.write(path, f"sparse/0/{path.name}")
     return archive
+
+
+def drawn_pixels(canvas, path: Path) -> int:
+    """Screenshot a WebGL canvas to ``path``; the number of its pixels that differ from the clear colour."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.screenshot(path=str(path))
+    with Image.open(path) as shot:
+        pixels = np.asarray(shot.convert("RGB")).astype(int)
+    return int((np.abs(pixels - VIEW_BACKGROUND).max(axis=-1) > 40).sum())
 
 
 def _free_port() -> int:
@@ -87,6 +99,16 @@ def test_generate_in_the_browser(app_url, tmp_path):
             expect(page.locator("#trajectory-plot img")).to_be_visible(timeout=60_000)
             expect(page.locator("#preset-camera").first).to_be_visible()
 
+            # Choosing a preset updates the 3D view of the cameras beside the plot, and its scale line.
+            page.get_by_role("combobox", name="Preset").click()
+            page.get_by_role("option", name="dolly_in").click()
+            expect(page.locator("#scene-status")).to_contain_text("moves 0.04 trajectory units over 5 frames",
+                                                                  timeout=30_000)
+            scene_canvas = page.locator("#camera-scene canvas")
+            expect(scene_canvas).to_be_visible(timeout=30_000)
+            page.wait_for_timeout(2_000)  # let the view draw
+            assert drawn_pixels(scene_canvas, SCREENSHOT.with_name("scene_preset.png")) > 200
+
             upload = page.locator("#image-upload input[type=file]")
             upload.set_input_files(str(bad_upload))
             refusal = page.get_by_text("first frame: not a readable image")
@@ -104,7 +126,9 @@ def test_generate_in_the_browser(app_url, tmp_path):
                 expect(page.locator(f"#downloads a[download='{name}']")).to_have_count(1)
             expect(page.locator("#status")).to_contain_text("estimated automatically")
             expect(page.locator("#point-cloud canvas")).to_be_visible()
-            page.wait_for_timeout(2_000)  # let the 3D view draw its first frames for the screenshot
+            expect(page.locator("#downloads a[download='scene.glb']")).to_have_count(1)
+            page.wait_for_timeout(2_000)  # let the 3D views draw their first frames for the screenshots
+            assert drawn_pixels(scene_canvas, SCREENSHOT.with_name("scene_generated.png")) > 200
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
 

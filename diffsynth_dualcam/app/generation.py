@@ -18,11 +18,14 @@ from PIL import Image
 from ..camera import CameraTrajectory
 from ..depth import DEFAULT_DEPTH_MODEL, DepthEstimator
 from ..export3d import INPUT_DEPTH_FILE, VIEWER_AXES, PointCloud, export_run, read_ply, write_ply
+from ..preview import write_scene
 
 if TYPE_CHECKING:
     from ..pipeline import DualCamCtrlPipeline
 
 ProgressBar = Callable[[Iterable], Iterable]
+#: The generated point cloud with the cameras (a .glb for the page's 3D view and the downloads).
+SCENE_FILE = "scene.glb"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class GenerationResult:
     `point_cloud` is the lifted cloud in y-up viewer axes (`points.ply` among the downloads keeps the cameras' OpenCV
     axes), None when the 3D export was not possible (see `notes`).
     `input_depth` is the first frame's depth map as conditioned on (uploaded or estimated, at the output size).
+    `scene` is the generated point cloud with the cameras as a .glb (``diffsynth_dualcam.preview``), None if not made.
     """
 
     run_dir: Path
@@ -59,6 +63,7 @@ class GenerationResult:
     point_cloud: Path | None
     downloads: list[Path]
     notes: list[str] = field(default_factory=list)
+    scene: Path | None = None
 
 
 class Generate(Protocol):
@@ -120,6 +125,7 @@ class PipelineGenerator:
         files = output.save(run_dir, fps=self.fps)
         notes = [] if request.depth is not None else ["The depth map of the first frame was estimated automatically."]
         downloads = [files[name] for name in ("video.mp4", "depth.mp4", "side_by_side.mp4", "params.json")]
+        cloud = None
         try:
             points = export_run(run_dir)["points.ply"]
         except ValueError as error:
@@ -130,8 +136,11 @@ class PipelineGenerator:
             point_cloud_view = write_ply(run_dir / "points_view.ply", PointCloud(cloud.points * VIEWER_AXES,
                                                                                  cloud.colors))
             downloads += [points, zip_scene(run_dir)]
+        # The export's cloud lies in the first camera's axes, where the generated cameras start.
+        scene = write_scene(run_dir / SCENE_FILE, output.trajectory, cloud)
+        downloads.append(scene)
         return GenerationResult(
             run_dir=run_dir, input_depth=files[INPUT_DEPTH_FILE], video=files["video.mp4"],
             depth_video=files["depth.mp4"], side_by_side=files["side_by_side.mp4"], point_cloud=point_cloud_view,
-            downloads=downloads, notes=notes,
+            downloads=downloads, notes=notes, scene=scene,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -16,6 +17,7 @@ from PIL import Image
 from ..camera import CameraTrajectory
 from .generation import Generate, GenerationRequest, GenerationResult
 from .keyframes import KEYFRAME_COLUMNS, keyframes_to_trajectory
+from .scene import PreviewFolder, scene_preview
 from .uploads import (
     IMAGE_FORMATS,
     MAX_IMAGE_BYTES,
@@ -91,6 +93,18 @@ def preview_camera(*camera_inputs) -> tuple[Image.Image | None, str]:
             return plot.copy(), f"**Camera:** {len(trajectory)} frames"
 
 
+def preview_scene(folder: PreviewFolder, image_path: str | None, depth_path: str | None,
+                  *camera_inputs) -> tuple[str | None, str]:
+    """3D scene of the trajectory chosen on the page (arguments of :func:`build_camera` after the uploads) in the
+    uploads' first frame, and its scale line; no scene when the camera is unusable (the plot's status says why)."""
+    try:
+        trajectory = build_camera(*camera_inputs)
+    except (ValueError, TypeError):
+        return None, ""
+    num_frames, width, height = camera_inputs[-3:]
+    return scene_preview(folder, trajectory, image_path, depth_path, num_frames, width, height)
+
+
 class PageHandlers:
     """The page's upload check and generate handler around one generate function."""
 
@@ -155,12 +169,13 @@ class PageHandlers:
 
 
 def outputs_of(result: GenerationResult) -> tuple:
-    """Page outputs of a finished generation: three videos, the point cloud, downloads, a status line and the
-    depth map the generation was conditioned on."""
+    """Page outputs of a finished generation: three videos, the point cloud, downloads, a status line, the
+    depth map the generation was conditioned on and the generated scene with its cameras."""
     lines = [f"Done: `{result.run_dir.name}`"] + result.notes
     return (str(result.video), str(result.depth_video), str(result.side_by_side),
             str(result.point_cloud) if result.point_cloud is not None else None,
-            [str(path) for path in result.downloads], "\n\n".join(lines), str(result.input_depth))
+            [str(path) for path in result.downloads], "\n\n".join(lines), str(result.input_depth),
+            str(result.scene) if result.scene is not None else None)
 
 
 def build_app(generate: Generate, settings: AppSettings | None = None) -> gr.Blocks:
@@ -221,8 +236,14 @@ def build_app(generate: Generate, settings: AppSettings | None = None) -> gr.Blo
                         seed = gr.Number(value=settings.seed, precision=0, label="Seed (-1: random)")
                 generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column(scale=1):
-                camera_plot = gr.Image(label="Trajectory", interactive=False, elem_id="trajectory-plot")
+                with gr.Row():
+                    camera_plot = gr.Image(label="Trajectory", interactive=False, elem_id="trajectory-plot")
+                    # The cameras in the first frame's scene, viewer axes (y up), seen from behind the first camera.
+                    camera_scene = gr.Model3D(label="Cameras in the scene", elem_id="camera-scene",
+                                              clear_color=(0.1, 0.1, 0.1, 1.0), camera_position=(90, 90, None),
+                                              height=360)
                 camera_status = gr.Markdown(elem_id="camera-status")
+                scene_status = gr.Markdown(elem_id="scene-status")
                 status = gr.Markdown(elem_id="status")
                 with gr.Row():
                     video = gr.Video(label="RGB", elem_id="video-rgb", loop=True, autoplay=True)
@@ -242,6 +263,11 @@ def build_app(generate: Generate, settings: AppSettings | None = None) -> gr.Blo
             control.change(preview_camera, camera_inputs, [camera_plot, camera_status], queue=False,
                            show_progress="hidden")
         page.load(preview_camera, camera_inputs, [camera_plot, camera_status], queue=False)
+        scene_inputs, previews = [image_file, depth_file, *camera_inputs], PreviewFolder()
+        for control in scene_inputs:
+            control.change(partial(preview_scene, previews), scene_inputs, [camera_scene, scene_status], queue=False,
+                           show_progress="hidden")
+        page.load(partial(preview_scene, previews), scene_inputs, [camera_scene, scene_status], queue=False)
         # Queued (so that a refusal shows its message) but never waiting behind a generation.
         image_file.change(lambda path: handlers.check_image(path, "first frame"), image_file, image_preview,
                           concurrency_limit=None, show_progress="hidden")
@@ -259,7 +285,7 @@ def build_app(generate: Generate, settings: AppSettings | None = None) -> gr.Blo
             on_generate,
             [image_file, depth_file, prompt, negative_prompt, *camera_inputs[:6], height, width, num_frames, steps,
              cfg_scale, seed],
-            [video, depth_video, side_by_side, point_cloud, downloads, status, depth_preview],
+            [video, depth_video, side_by_side, point_cloud, downloads, status, depth_preview, camera_scene],
             concurrency_limit=1, concurrency_id="gpu",
         )
     return page

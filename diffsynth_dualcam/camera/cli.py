@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("path", type=Path, help="trajectory file or COLMAP model directory")
     show.add_argument("--format", choices=FORMATS, help="input format (default: detected from the content)")
     show.add_argument("--plot", type=Path, help="PNG to write (default: <input name>_trajectory.png here)")
+    _add_scene_arguments(show, "the plot")
 
     convert = actions.add_parser("convert", help="convert between trajectory formats")
     convert.add_argument("input", type=Path, help="trajectory file or COLMAP model directory")
@@ -46,6 +48,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image size of the intrinsics (default {}x{})".format(*DEFAULT_SOURCE_SIZE))
     preset.add_argument("--no-plot", action="store_true", help="do not write <output>.png")
     preset.add_argument("--list", action="store_true", help="list presets with their parameters and exit")
+    _add_scene_arguments(preset, "the trajectory file")
+
+
+def _add_scene_arguments(parser: argparse.ArgumentParser, beside: str) -> None:
+    """Options of the 3D preview scene (``diffsynth_dualcam.preview``)."""
+    scene = parser.add_argument_group("3D preview (a .glb scene of the cameras in the first frame's point cloud)")
+    scene.add_argument("--image", type=Path,
+                       help=f"first frame: also write a .glb scene beside {beside} (cameras, path, and with a depth "
+                            "map the frame lifted into a point cloud)")
+    scene.add_argument("--depth", type=Path, help="8-bit grayscale disparity map of --image, near = bright")
+    scene.add_argument("--depth-model", help="Depth Anything model (hub id or local folder) that estimates the depth "
+                                             "map when --depth is not given (default: no point cloud)")
+    scene.add_argument("--near", type=float, default=1.0, help="distance of disparity 1, as export-3d (default 1)")
+    scene.add_argument("--far", type=float, default=10.0, help="distance of disparity 0, as export-3d (default 10)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,10 +105,43 @@ def describe(trajectory: CameraTrajectory) -> str:
 
 def _show(args: argparse.Namespace) -> int:
     trajectory = CameraTrajectory.load(args.path, args.format)
+    scene_inputs = _scene_inputs(args, trajectory)
     print(describe(trajectory))
     plot_path = args.plot or Path(f"{args.path.stem or args.path.name}_trajectory.png")
     print(f"plot: {trajectory.plot(plot_path)}")
+    _write_scene(args, scene_inputs, plot_path.with_suffix(".glb"))
     return 0
+
+
+def _scene_inputs(args: argparse.Namespace, trajectory: CameraTrajectory) -> tuple | None:
+    """(trajectory, image, depth) of the 3D preview, checked before anything is written; None without --image."""
+    if args.image is None:
+        for option in ("depth", "depth_model"):
+            if getattr(args, option) is not None:
+                raise ValueError(f"--{option.replace('_', '-')} belongs to the 3D preview: give --image too")
+        return None
+    from ..export3d import check_lift_options
+    from ..preview import load_scene_inputs
+
+    check_lift_options(1, 1, args.near, args.far, None)
+    return load_scene_inputs(trajectory, args.image, args.depth, args.depth_model)
+
+
+def _write_scene(args: argparse.Namespace, scene_inputs: tuple | None, path: Path) -> None:
+    """Write the 3D preview to ``path`` and print its path and the camera path's scale."""
+    if scene_inputs is None:
+        return
+    from ..preview import write_preview
+
+    trajectory, image, depth = scene_inputs
+    scale = write_preview(path, trajectory, image, depth, near=args.near, far=args.far)
+    print(f"scene: {path.resolve()}")
+    print(f"scale: the camera {scale.message()}")
+    if depth is None:
+        print("notice: no --depth (or --depth-model): the scene holds the cameras and their path only",
+              file=sys.stderr)
+    if scale.warning() is not None:
+        print(f"warning: {scale.warning()}", file=sys.stderr)
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -128,10 +177,12 @@ def _preset(args: argparse.Namespace) -> int:
         own = {key: value for key, value in params.items() if name in PRESETS and key in PRESETS[name].parameters()}
         move = make_preset(name, args.num_frames, args.speed, fx=args.fx, source_size=args.source_size, **own)
         trajectory = move if trajectory is None else trajectory.compose(move)
+    scene_inputs = _scene_inputs(args, trajectory)
     output = args.output or Path(f"{args.name.replace('+', '_')}.json")
     print(f"trajectory: {trajectory.save(output)}")
     if not args.no_plot:
         print(f"plot: {trajectory.plot(output.with_suffix('.png'), title=f'{args.name}, {len(trajectory)} frames')}")
+    _write_scene(args, scene_inputs, output.with_suffix(".glb"))
     return 0
 
 

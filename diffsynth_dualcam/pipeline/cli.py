@@ -20,6 +20,8 @@ from .inputs import (
     check_same_aspect,
     check_seed,
     check_size,
+    prepare_depth,
+    prepare_image,
     prepare_trajectory,
 )
 from .output import DualCamCtrlOutput
@@ -102,6 +104,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sampling.add_argument("--fps", type=int, default=16, help="frame rate of the written videos (default 16)")
     sampling.add_argument("--out", type=Path, default=Path("outputs/generate"),
                           help="output folder (default outputs/generate)")
+    sampling.add_argument("--preview-only", action="store_true",
+                          help="check the inputs and prepare the camera as a generation would, write preview.glb "
+                               "(the cameras in the first frame's point cloud) and preview.png into --out, and stop "
+                               "before the generation models load (without --depth the depth model still estimates "
+                               "one)")
 
     models = parser.add_argument_group("models")
     models.add_argument("--tiny", action="store_true", help="use tiny random models (a quick check, no weights)")
@@ -343,8 +350,38 @@ def generate_clip(
     )
 
 
+def preview_clip(args: argparse.Namespace) -> int:
+    """``--preview-only``: the camera path in the scene of the first frame as the generation would see them (output
+    size, prepared camera, the depth map given or estimated), written into ``--out``; no generation model loads."""
+    if args.batch_file is not None:
+        raise ValueError("--preview-only previews one clip: drop --batch-file (or preview a clip of it on its own)")
+    setup, image, depth, trajectory = prepare_clip(args)
+    width, height = setup.size
+    if image is not None:
+        image = prepare_image(image, width, height)
+        if depth is None:
+            random_model = " by the tiny random depth model (noise)" if setup.tiny and not args.depth_model else ""
+            print(f"notice: no --depth: the depth map is estimated{random_model}", file=sys.stderr)
+            depth = load_depth_estimator(args, setup)(image)
+        depth = prepare_depth(depth, width, height).convert("L")
+    from ..preview import write_preview
+
+    scale = write_preview(args.out / "preview.glb", trajectory, image, depth)
+    plot = trajectory.plot(args.out / "preview.png", title=f"{len(trajectory)} frames at {width}x{height}")
+    print(f"scene: {(args.out / 'preview.glb').resolve()}")
+    print(f"plot: {plot.resolve()}")
+    print(f"scale: the camera {scale.message()}")
+    if scale.warning() is not None:
+        print(f"warning: {scale.warning()}", file=sys.stderr)
+    if args.t2v:
+        print("notice: --t2v has no first frame: the scene holds the cameras and their path only", file=sys.stderr)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Generate, save, and print where the files went."""
+    if args.preview_only:
+        return preview_clip(args)
     if args.batch_file is not None:
         from ..parallel.batch import run_batch
 
