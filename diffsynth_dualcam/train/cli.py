@@ -40,8 +40,8 @@ def build_dataset(config: TrainConfig, num_processes: int = 1) -> CameraClipData
 def build_pipeline(config: TrainConfig, device: str | torch.device):
     """The pipeline with the stage's DiT: trained weights in float32, frozen encoders in the mixed-precision dtype.
 
-    Without ``model.dit`` the DiT starts from a Wan camera DiT (``model.wan_camera_dit``; for a smoke run, the
-    tiny DiT's own Wan part) through ``dit_from_wan_camera``: every depth block a copy of its RGB block.
+    Without ``model.dit`` the DiT starts from a Wan camera DiT (``model.wan_camera_dit``; with ``model.tiny_seed``,
+    the tiny DiT's own Wan part) through ``dit_from_wan_camera``: every depth block a copy of its RGB block.
     """
     from ..checkpoints import DUAL_BRANCH_PREFIXES, dit_from_wan_camera, load_dit
     from ..models import OFFICIAL_CONFIG
@@ -54,8 +54,8 @@ def build_pipeline(config: TrainConfig, device: str | torch.device):
 
         pipe = tiny_pipeline(seed=model.tiny_seed, device=device, torch_dtype=dtype)
         reference = tiny_dit_config()
-        wan_camera = model.wan_camera_dit or {
-            key: value for key, value in pipe.dit.state_dict().items() if not key.startswith(DUAL_BRANCH_PREFIXES)}
+        wan_camera = {key: value for key, value in pipe.dit.state_dict().items()
+                      if not key.startswith(DUAL_BRANCH_PREFIXES)}
     else:
         from diffsynth.core import ModelConfig
         from diffsynth.models.wan_video_text_encoder import HuggingfaceTokenizer
