@@ -468,6 +468,16 @@ def test_pipeline_generator_with_automatic_depth_writes_videos_and_point_cloud(t
     with zipfile.ZipFile(result.run_dir / "scene.zip") as archive:
         assert {"points.ply", "sparse/0/cameras.txt", "sparse/0/images.txt", "sparse/0/points3D.txt",
                 "images/frame_00004.png"} <= set(archive.namelist())
+    # docs/app.md names every file of the run folder besides those of DualCamCtrlOutput.save.
+    from pathlib import Path
+
+    from diffsynth_dualcam.pipeline.output import OUTPUT_FILES
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "app.md").read_text()
+    listing = docs[docs.index("Every generation writes its folder"):].split("\n\n")[0]
+    for path in result.run_dir.iterdir():
+        if path.name not in OUTPUT_FILES:
+            assert f"`{path.name}{'/' if path.is_dir() else ''}" in listing, path.name
 
 
 def test_missing_depth_model_asks_for_a_depth_map(tmp_path):
