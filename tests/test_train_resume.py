@@ -51,6 +51,8 @@ def data_root(tmp_path_factory) -> Path:
 def test_interrupted_run_plus_resumption_equals_the_uninterrupted_run(tmp_path, data_root, monkeypatch, capsys):
     straight = tmp_path / "straight"
     assert main(["train", "--config", str(write_config(tmp_path / "a.yaml", data_root, straight))]) == 0
+    progress = capsys.readouterr().err
+    assert "4/4 [" in progress and "/8 [" not in progress  # optimizer steps, not the 8 micro-batches
 
     resumed = tmp_path / "resumed"
     config = write_config(tmp_path / "b.yaml", data_root, resumed)
