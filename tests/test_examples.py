@@ -108,3 +108,8 @@ def test_demo_script_writes_every_scene(tmp_path, demo_dir, monkeypatch, capsys)
     assert f"overview: {out / 'overview.png'}" in captured.out
     with Image.open(out / "overview.png") as overview:  # a row per scene: 2 inputs, 4 frames, their 4 depths
         assert overview.size == (10 * (TINY_SETTINGS.width + 4) - 4, 3 * (TINY_SETTINGS.height + 4) - 4)
+        # The README's picture is this overview: regenerate docs/images/demo_tiny.png when the demo changes.
+        with Image.open(REPO_ROOT / "docs" / "images" / "demo_tiny.png") as documented:
+            difference = np.abs(np.asarray(overview.convert("RGB"), dtype=np.float64)
+                                - np.asarray(documented.convert("RGB"), dtype=np.float64))
+        assert documented.size == overview.size and difference.mean() < 2.0, difference.mean()
