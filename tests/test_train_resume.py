@@ -121,3 +121,24 @@ def test_a_folder_of_another_run_is_refused(tmp_path, data_root, capsys):
     (output_dir / "config.json").unlink()
     assert main(["train", "--config", str(config)]) == 2
     assert "holds training files (loss.csv) but no config.json" in capsys.readouterr().err
+
+
+def test_a_run_killed_before_its_first_complete_checkpoint_starts_over_without_debris(tmp_path):
+    from diffsynth_dualcam.train.resume import clear_after, last_complete_step
+
+    run = tmp_path / "run"
+    (run / "state" / ".step-2.partial").mkdir(parents=True)  # killed while saving the first state
+    (run / "state" / ".step-2.partial" / "optimizer.bin").write_bytes(b"\0")
+    (run / "validation" / "step-2").mkdir(parents=True)
+    (run / "validation" / ".step-2.partial-123").mkdir()
+    for name in ("step-2.safetensors", ".step-2.safetensors.ab12.safetensors", "config.json", "notes.txt"):
+        (run / name).write_text("x")
+    (run / "loss.csv").write_text("step,key,value\n1,loss,0.5\n2,loss,0.4\n")
+    assert last_complete_step(run) == 0  # a staging folder is never a checkpoint
+    removed = clear_after(run, 0)
+    assert {path.relative_to(run).as_posix() for path in removed} == {
+        "state/.step-2.partial", "validation/step-2", "validation/.step-2.partial-123", "step-2.safetensors",
+        ".step-2.safetensors.ab12.safetensors", "loss.csv"}
+    assert sorted(path.name for path in run.iterdir()) == ["config.json", "loss.csv", "notes.txt", "state",
+                                                           "validation"]
+    assert (run / "loss.csv").read_text() == "step,key,value\n"
