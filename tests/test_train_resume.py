@@ -122,6 +122,16 @@ def test_a_folder_of_another_run_is_refused(tmp_path, data_root, capsys):
     assert main(["train", "--config", str(config)]) == 2
     assert "holds training files (loss.csv) but no config.json" in capsys.readouterr().err
 
+    # The same config, saved by two processes: this one process may not continue it.
+    save_config(load_config(config), output_dir / "config.json")
+    state = output_dir / "state" / "step-2"
+    state.mkdir(parents=True)
+    for index in range(2):
+        (state / f"random_states_{index}.pkl").write_bytes(b"")
+    assert main(["train", "--config", str(config)]) == 2
+    assert "was trained by 2 processes and this one has 1; resume it with 2" in capsys.readouterr().err
+    assert (output_dir / "loss.csv").read_text() == "step,key,value\n1,loss,0.5\n"
+
 
 def test_a_run_killed_before_its_first_complete_checkpoint_starts_over_without_debris(tmp_path):
     from diffsynth_dualcam.train.resume import clear_after, last_complete_step

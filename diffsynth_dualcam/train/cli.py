@@ -21,7 +21,7 @@ from .config import TrainConfig, load_config, save_config
 from .distributed import ClippingAccelerator, check_distributed_setup
 from .logger import DualCamModelLogger, ValidationInputs
 from .module import DualCamTrainingModule, dit_for_stage, frame_to_image
-from .resume import CONFIG_FILE, check_run_folder, clear_after, last_complete_step, state_dir
+from .resume import CONFIG_FILE, check_process_count, check_run_folder, clear_after, last_complete_step, state_dir
 
 DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -121,6 +121,8 @@ def train(config: TrainConfig) -> DualCamModelLogger:
     check_distributed_setup(accelerator.state.deepspeed_plugin, train_config.max_grad_norm)
     check_run_folder(output_dir, config)
     resume_step = last_complete_step(output_dir)
+    if resume_step:
+        check_process_count(output_dir, resume_step, accelerator.num_processes)
     if resume_step >= train_config.max_steps:
         logger = DualCamModelLogger(output_dir)
         logger.num_steps = resume_step

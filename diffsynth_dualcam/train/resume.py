@@ -94,6 +94,15 @@ def last_complete_step(output_dir: str | Path) -> int:
     return max(steps, default=0)
 
 
+def check_process_count(output_dir: str | Path, step: int, num_processes: int) -> None:
+    """Raise ValueError unless the state of ``step`` was saved by ``num_processes`` processes (accelerate writes one
+    ``random_states_<process>.pkl`` per process): the data order is split between the processes."""
+    saved = len(list(state_dir(output_dir, step).glob("random_states_*.pkl")))
+    if saved != num_processes:
+        raise ValueError(f"train.output_dir: the run in {output_dir} was trained by {saved} processes and this one has "
+                         f"{num_processes}; resume it with {saved} (accelerate launch --num_processes {saved})")
+
+
 def remove_states_before(output_dir: str | Path, step: int) -> None:
     """Delete the saved states older than ``step`` (only the newest is kept)."""
     folder = Path(output_dir) / STATE_DIR
