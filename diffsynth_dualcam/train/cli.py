@@ -167,7 +167,10 @@ def train(config: TrainConfig) -> DualCamModelLogger:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``dualcam train``."""
-    parser.add_argument("--config", required=True, help="YAML or JSON training config (see examples/train/)")
+    parser.add_argument("--config", required=True,
+                        help="YAML or JSON training config (see examples/train/; tiny.yaml runs on a CPU without "
+                             "weights). A run into an output_dir that holds an interrupted run of the same config "
+                             "resumes it from its last complete checkpoint")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value, e.g. --set train.max_steps=100 (repeatable)")
 
