@@ -6,7 +6,7 @@ than keeping everything on the GPU: use it when the models do not fit."""
 import dataclasses
 
 import torch
-from common import DEMO_DIR, OFFICIAL_SIZE, REPO_ROOT, TINY_SIZE, parse_args
+from common import CHECKPOINT_DIR, DEMO_DIR, OFFICIAL_SIZE, TINY_SIZE, parse_args, use_tiny
 from PIL import Image
 
 from diffsynth_dualcam.camera import CameraTrajectory
@@ -22,12 +22,12 @@ offload = {
     "preparing_device": device, "preparing_dtype": torch_dtype,
     "computation_device": device, "computation_dtype": torch_dtype,  # where each layer runs
 }
-if args.tiny:  # the same loading path with tiny model files written on the fly
+if use_tiny(args.tiny):  # the same loading path with tiny model files written on the fly
     model_configs, tokenizer_config = write_tiny_model_files(args.out / "tiny_models")
     model_configs = [dataclasses.replace(config, **offload) for config in model_configs]
     size = TINY_SIZE
 else:
-    model_configs, tokenizer_config = official_model_configs(REPO_ROOT / "checkpoints", **offload), None
+    model_configs, tokenizer_config = official_model_configs(CHECKPOINT_DIR, **offload), None
     size = OFFICIAL_SIZE
 pipe = DualCamCtrlPipeline.from_pretrained(model_configs, tokenizer_config, device=device, torch_dtype=torch_dtype,
                                            vram_limit=6.0)

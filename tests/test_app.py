@@ -535,6 +535,16 @@ def test_pipeline_generator_with_automatic_depth_writes_videos_and_point_cloud(t
         transform, _ = scene.graph[f"frustum_{index:05d}"]
         np.testing.assert_allclose(transform[:3, 3], cameras.centres[index] * [1, -1, -1], atol=1e-6)
     assert result.scene in result.downloads
+    # docs/app.md names every file of the run folder besides those of DualCamCtrlOutput.save.
+    from pathlib import Path
+
+    from diffsynth_dualcam.pipeline.output import OUTPUT_FILES
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "app.md").read_text()
+    listing = docs[docs.index("Every generation writes its folder"):].split("\n\n")[0]
+    for path in result.run_dir.iterdir():
+        if path.name not in OUTPUT_FILES:
+            assert f"`{path.name}{'/' if path.is_dir() else ''}" in listing, path.name
 
 
 def test_missing_depth_model_asks_for_a_depth_map(tmp_path):

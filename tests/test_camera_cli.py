@@ -7,7 +7,7 @@ from PIL import Image
 
 from diffsynth_dualcam.camera import CameraTrajectory
 from diffsynth_dualcam.camera import cli as trajectory_cli
-from diffsynth_dualcam.camera.plot import frustum_points
+from diffsynth_dualcam.camera.plot import frustum_points, trajectory_figure
 
 
 def run_trajectory(*argv: str) -> int:
@@ -34,6 +34,36 @@ def test_plot_writes_a_png(tmp_path, name):
     assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]
 
 
+def visible_tick_labels(axis, which: str) -> list:
+    """The drawn tick labels of one axis of a panel: those whose ticks lie inside the view."""
+    ticks, labels = getattr(axis, f"get_{which}ticks")(), getattr(axis, f"get_{which}ticklabels")()
+    low, high = sorted(getattr(axis, f"get_{which}lim")())
+    return [label for tick, label in zip(ticks, labels) if low <= tick <= high and label.get_text()]
+
+
+@pytest.mark.parametrize("trajectory", [
+    CameraTrajectory.preset("truck_right", 3, step=0.00037).compose(CameraTrajectory.preset("dolly_in", 3,
+                                                                                            step=0.00011)),
+    CameraTrajectory.preset("orbit_left", 2, degrees_per_frame=0.3),
+    CameraTrajectory.preset("truck_right", 61, step=50.0),
+    CameraTrajectory.preset("dolly_in", 5),
+], ids=["tiny", "two_frames", "long", "short"])
+def test_tick_labels_do_not_overlap_and_frames_are_whole(trajectory):
+    figure = trajectory_figure(trajectory)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    for axis in figure.axes[:2]:
+        for which in ("x", "y"):
+            boxes = [label.get_window_extent(renderer) for label in visible_tick_labels(axis, which)]
+            assert len(boxes) >= 2, which
+            for first, second in zip(boxes, boxes[1:]):
+                assert not first.overlaps(second), (which, [label.get_text() for label in
+                                                            visible_tick_labels(axis, which)])
+    colorbar = figure.axes[2]
+    frames = [float(label.get_text().replace("\u2212", "-")) for label in visible_tick_labels(colorbar, "y")]
+    assert frames and all(frame == int(frame) for frame in frames)
+
+
 def test_plot_single_frame(tmp_path):
     CameraTrajectory.preset("static", num_frames=1).plot(tmp_path / "one.png")
     assert (tmp_path / "one.png").stat().st_size > 0
@@ -55,7 +85,9 @@ def test_preset_command_writes_trajectory_and_plot(tmp_path, capsys):
 
 def test_preset_list_and_errors(capsys):
     assert run_trajectory("preset", "--list") == 0
-    assert "orbit_left" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert "orbit_left" in listed and "[distance=1.0, degrees_per_frame=0.5]" in listed
+    assert "--num-frames, --speed, --fx and --source-size" in listed
     with pytest.raises(ValueError, match="takes parameter\\(s\\) radius"):
         run_trajectory("preset", "pan_left", "--param", "radius=1")
     with pytest.raises(ValueError, match="KEY=NUMBER"):
@@ -73,6 +105,20 @@ def test_convert_and_show(demo_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "frames:            21" in printed and "source size:       640x360" in printed
     assert (tmp_path / "show.png").is_file()
+
+
+def test_show_writes_its_plot_beside_the_input_and_prints_the_absolute_path(demo_dir, tmp_path, monkeypatch, capsys):
+    source = tmp_path / "paths" / "route66.torch"
+    source.parent.mkdir()
+    source.write_bytes((demo_dir / "route66.torch").read_bytes())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert run_trajectory("show", "../paths/route66.torch") == 0
+    assert f"plot: {source.parent / 'route66_trajectory.png'}\n" in capsys.readouterr().out
+    assert (source.parent / "route66_trajectory.png").is_file() and not list(elsewhere.iterdir())
+    assert run_trajectory("show", "../paths/route66.torch", "--plot", "mine.png") == 0
+    assert f"plot: {elsewhere / 'mine.png'}\n" in capsys.readouterr().out
 
 
 def test_main_reports_bad_input_with_exit_code_2(demo_dir, tmp_path, capsys):

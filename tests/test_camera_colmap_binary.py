@@ -2,12 +2,15 @@
 
 pycolmap trusts binary files: a name cut off by the end of the file makes it read forever and a corrupt point
 count makes it allocate gigabytes. Loads that could reach pycolmap with such input run in a worker process with a
-time limit and a memory cap, so that a regression fails the test instead of stalling or killing the run.
+CPU-time limit and a memory cap (no wall-clock limit: a loaded machine must not fail them), so that a regression
+fails the test instead of stalling or killing the run.
 """
 import multiprocessing
 import resource
 import struct
 import warnings
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,7 @@ from scipy.spatial.transform import Rotation
 from diffsynth_dualcam.camera import CameraTrajectory
 from diffsynth_dualcam.camera.formats import read_trajectory
 
-LOAD_SECONDS = 30  # a load of this model takes milliseconds
+LOAD_CPU_SECONDS = 30  # a load of this model takes milliseconds of CPU time
 MEMORY_HEADROOM = 2 << 30  # address space the worker may add to what it holds after its imports
 
 # name -> (image id, camera id, rotation vector of cam_from_world, its translation, 2D points)
@@ -43,28 +46,54 @@ def _cap_worker() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (held + MEMORY_HEADROOM, resource.getrlimit(resource.RLIMIT_AS)[1]))
 
 
-class GuardedLoader:
-    """``CameraTrajectory.load`` in a worker process; an AssertionError when it does not return in time."""
+def _with_cpu_limit(cpu_seconds: int, function, *args):
+    """Run ``function(*args)`` in the worker with ``cpu_seconds`` more CPU time; past it the kernel ends the worker
+    (SIGXCPU), however long the machine makes it wait."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    limit = int(usage.ru_utime + usage.ru_stime) + cpu_seconds + 1
+    resource.setrlimit(resource.RLIMIT_CPU, (limit, resource.getrlimit(resource.RLIMIT_CPU)[1]))
+    return function(*args)
 
-    def __init__(self) -> None:
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+class GuardedLoader:
+    """``read_trajectory`` (or ``function``) in a worker process; an AssertionError when the worker dies, from its
+    CPU-time limit or its memory cap."""
+
+    def __init__(self, cpu_seconds: int = LOAD_CPU_SECONDS) -> None:
+        self.cpu_seconds = cpu_seconds
         self._pool = None
 
-    def __call__(self, path: Path) -> CameraTrajectory:
+    def __call__(self, path: Path | None, function=read_trajectory):
         if self._pool is None:
-            self._pool = multiprocessing.get_context("spawn").Pool(1, initializer=_cap_worker)
+            spawn = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(1, mp_context=spawn, initializer=_cap_worker)
+        arguments = () if path is None else (path,)
         try:
-            return self._pool.apply_async(read_trajectory, (path,)).get(LOAD_SECONDS)
-        except multiprocessing.TimeoutError:
-            self._pool.terminate()  # a fresh worker for the next load (hypothesis shrinks on)
-            self._pool.join()
-            self._pool = None
-            raise AssertionError(f"loading {path} took over {LOAD_SECONDS} s: the reader hangs or crashed") from None
+            return self._pool.submit(_with_cpu_limit, self.cpu_seconds, function, *arguments).result()
+        except BrokenProcessPool:
+            self.close()  # a fresh worker for the next load (hypothesis shrinks on)
+            raise AssertionError(f"loading {path} used over {self.cpu_seconds} s of CPU time or crashed the worker: "
+                                 "the reader hangs or crashed") from None
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.close()
-            self._pool.join()
+            self._pool.shutdown()
             self._pool = None
+
+
+def test_the_guard_stops_a_load_that_spins_by_its_cpu_time():
+    loader = GuardedLoader(cpu_seconds=1)
+    try:
+        with pytest.raises(AssertionError, match="over 1 s of CPU time"):
+            loader(None, _spin)
+        assert loader(None, int) == 0  # and the next load gets a fresh worker
+    finally:
+        loader.close()
 
 
 @pytest.fixture(scope="module")

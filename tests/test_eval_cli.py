@@ -127,6 +127,48 @@ def test_clip_pairs_match_by_stem_and_refuse_ambiguity(tmp_path):
         find_clip_pairs(tmp_path, tmp_path)
 
 
+def test_plots_and_other_files_beside_trajectories_are_not_trajectories(tmp_path):
+    (tmp_path / "lib.mp4").write_bytes(b"")
+    CameraTrajectory.preset("dolly_in", 4).save(tmp_path / "lib.json")
+    CameraTrajectory.preset("dolly_in", 4).plot(tmp_path / "lib.png")  # as `dualcam trajectory preset -o` writes
+    (tmp_path / "lib.csv").write_text("")
+    pairs, _ = find_clip_pairs(tmp_path, tmp_path)
+    assert [(pair.name, pair.video.name, pair.trajectory.name) for pair in pairs] == [("lib", "lib.mp4", "lib.json")]
+    with pytest.raises(ValueError, match="holds no run folder of dualcam generate"):
+        find_clip_pairs(tmp_path)
+
+
+def test_eval_takes_run_folders_and_prints_why_trials_failed(clip_folders, tmp_path, capsys):
+    import torch
+
+    from diffsynth_dualcam.pipeline.output import DualCamCtrlOutput
+
+    videos, trajectories, _ = clip_folders
+    truck = CameraTrajectory.load(trajectories / "truck.json")
+    frames = [Image.fromarray(frame) for frame in iio.imread(videos / "truck.mp4")]
+    black = [Image.new("RGB", (SIZE, SIZE))] * NUM_FRAMES  # nothing to reconstruct: every trial fails
+    runs = tmp_path / "runs"
+    for name, video in (("truck", frames), ("black", black)):  # written as `dualcam generate` writes a run
+        DualCamCtrlOutput(video=video, depth_video=video, latents=torch.zeros(1), depth_latents=torch.zeros(1),
+                          trajectory=truck, params={"seed": 0}).save(runs / name, fps=10)
+    assert {"trajectory.png", "params.json", "depth.mp4"} <= {path.name for path in (runs / "truck").iterdir()}
+
+    out = tmp_path / "report.json"
+    assert main(["eval", "--videos", str(runs), "--out", str(out), "--trials", "1", "--threads", "2"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert [clip["name"] for clip in report["clips"]] == ["black", "truck"]
+    black_clip, truck_clip = report["clips"]
+    assert truck_clip["failures"] == 0 and truck_clip["rot_err_deg_mean"] < 0.5
+    assert black_clip["failures"] == 1
+    assert f"clip black, trial 0 (seed 0) failed: {black_clip['trials'][0]['error']}" in printed
+    assert "clip truck" not in printed
+
+    # One run folder on its own.
+    assert main(["eval", "--videos", str(runs / "truck"), "--out", str(out), "--trials", "1", "--no-plots"]) == 0
+    assert [clip["name"] for clip in json.loads(out.read_text())["clips"]] == ["truck"]
+
+
 def test_reference_is_cut_or_resampled_and_takes_fov_or_cover_cropped_intrinsics():
     requested = CameraTrajectory.preset("truck_right", 21, source_size=(640, 360))
     cut = reference_for_video(requested, 11, 320, 320, resample=False)

@@ -68,6 +68,26 @@ def test_example_runs_on_tiny_models(name, tmp_path, demo_dir, monkeypatch, caps
         assert (run_dir / "camera_preview.png").is_file()
 
 
+@pytest.mark.parametrize("name", ["t2v.py", "low_vram.py"])  # load_pipeline, and low_vram's own loading
+def test_example_without_weights_falls_back_to_the_tiny_models(name, tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(EXAMPLES_DIR))
+    monkeypatch.delitem(sys.modules, "common", raising=False)
+    import common
+
+    monkeypatch.setattr(common, "CHECKPOINT_DIR", tmp_path / "checkpoints")  # no official DiT there
+    monkeypatch.setattr(sys, "argv", [name, "--out", str(tmp_path)])
+    runpy.run_path(str(EXAMPLES_DIR / name), run_name="__main__")
+    captured = capsys.readouterr()
+    assert f"the official DualCamCtrl weights were not found in {tmp_path / 'checkpoints'}/" in captured.err
+    assert "Using TINY RANDOM models" in captured.err
+    check_run(tmp_path / EXAMPLES[name][0], TINY_FRAMES, TINY_WIDTH, TINY_HEIGHT)
+
+
+def test_every_other_example_loads_through_load_pipeline():
+    for name in sorted(set(EXAMPLES) - {"low_vram.py"}):
+        assert "load_pipeline(args.tiny)" in (EXAMPLES_DIR / name).read_text(), name
+
+
 def test_demo_script_writes_every_scene(tmp_path, demo_dir, monkeypatch, capsys):
     """``python -m test_script.test_demo --tiny``, run as a script in this process (one torch thread)."""
     from test_script.test_demo import SCENES, TINY_SETTINGS
@@ -88,3 +108,8 @@ def test_demo_script_writes_every_scene(tmp_path, demo_dir, monkeypatch, capsys)
     assert f"overview: {out / 'overview.png'}" in captured.out
     with Image.open(out / "overview.png") as overview:  # a row per scene: 2 inputs, 4 frames, their 4 depths
         assert overview.size == (10 * (TINY_SETTINGS.width + 4) - 4, 3 * (TINY_SETTINGS.height + 4) - 4)
+        # The README's picture is this overview: regenerate docs/images/demo_tiny.png when the demo changes.
+        with Image.open(REPO_ROOT / "docs" / "images" / "demo_tiny.png") as documented:
+            difference = np.abs(np.asarray(overview.convert("RGB"), dtype=np.float64)
+                                - np.asarray(documented.convert("RGB"), dtype=np.float64))
+        assert documented.size == overview.size and difference.mean() < 2.0, difference.mean()

@@ -375,3 +375,32 @@ def test_a_validation_depth_map_of_another_frame_is_refused_at_start_up(tmp_path
     config = load_config(EXAMPLES / "stage1_decoupled.yaml",
                          [*overrides, f"validation.depth={tmp_path / 'depth_small.png'}"])
     assert validation_inputs(config, dataset=None).depth.size == (240, 160)
+
+
+def test_tiny_seed_builds_without_the_wan_files_and_mixed_precision_no_is_accepted(tmp_path):
+    from diffsynth_dualcam.train.cli import build_pipeline
+
+    # The stage-1 example names Wan files that do not exist here; a bare `no` is YAML for false.
+    config = load_config(EXAMPLES / "stage1_decoupled.yaml",
+                         ["model.tiny_seed=0", "train.mixed_precision=no", f"data.root={tmp_path}"])
+    assert config.train.mixed_precision == "no"
+    assert not Path(config.model.wan_camera_dit).exists()
+    dit = build_pipeline(config, "cpu").dit
+    assert next(dit.parameters()).dtype == torch.float32
+    for k, index in enumerate(dit.control_block_index):  # the depth branch copied from the tiny RGB blocks
+        assert torch.equal(dit.control_blocks[k].self_attn.q.weight, dit.blocks[index].self_attn.q.weight)
+
+
+def test_the_tiny_example_config_runs_as_documented(tmp_path, monkeypatch):
+    from diffsynth_dualcam.cli import main
+
+    tiny = EXAMPLES / "tiny.yaml"
+    header = [line.removeprefix("#").strip() for line in tiny.read_text().splitlines() if line.startswith("#   ")]
+    docs = (EXAMPLES.parents[1] / "docs" / "training.md").read_text()
+    assert len(header) == 2 and all(command in docs for command in header)  # the same commands in both
+    monkeypatch.chdir(tmp_path)  # the config's relative data.root and output_dir, as in the docs
+    write_synthetic_dataset(tmp_path / load_config(tiny).data.root)
+    assert main(["train", "--config", str(tiny), "--set", "train.max_steps=2"]) == 0
+    run = tmp_path / "runs" / "tiny"
+    assert (run / "step-2.safetensors").is_file() and (run / "validation" / "step-2" / "video.mp4").is_file()
+    assert len((run / "loss.csv").read_text().splitlines()) == 1 + 2 * 4

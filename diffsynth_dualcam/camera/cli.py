@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show = actions.add_parser("show", help="print a summary of a trajectory and plot its frusta to a PNG")
     show.add_argument("path", type=Path, help="trajectory file or COLMAP model directory")
     show.add_argument("--format", choices=FORMATS, help="input format (default: detected from the content)")
-    show.add_argument("--plot", type=Path, help="PNG to write (default: <input name>_trajectory.png here)")
+    show.add_argument("--plot", type=Path, help="PNG to write (default: <input name>_trajectory.png beside the input)")
     _add_scene_arguments(show, "the plot")
 
     convert = actions.add_parser("convert", help="convert between trajectory formats")
@@ -107,8 +107,9 @@ def _show(args: argparse.Namespace) -> int:
     trajectory = CameraTrajectory.load(args.path, args.format)
     scene_inputs = _scene_inputs(args, trajectory)
     print(describe(trajectory))
-    plot_path = args.plot or Path(f"{args.path.stem or args.path.name}_trajectory.png")
-    print(f"plot: {trajectory.plot(plot_path)}")
+    source = args.path.resolve()
+    plot_path = args.plot or source.parent / f"{source.stem if source.is_file() else source.name}_trajectory.png"
+    print(f"plot: {trajectory.plot(plot_path).resolve()}")
     _write_scene(args, scene_inputs, plot_path.with_suffix(".glb"))
     return 0
 
@@ -163,6 +164,8 @@ def _preset(args: argparse.Namespace) -> int:
         for name in sorted(PRESETS):
             params = ", ".join(f"{key}={value}" for key, value in PRESETS[name].parameters().items())
             print(f"{name:14s} {PRESETS[name].description}" + (f" [{params}]" if params else ""))
+        print("In brackets: each preset's own parameters and their defaults, set with --param KEY=VALUE. Every preset "
+              "also takes --num-frames, --speed, --fx and --source-size (see --help).")
         return 0
     if not args.name:
         raise ValueError("give a preset name (or --list to see them)")

@@ -10,6 +10,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 from scipy.spatial.transform import Rotation
 
 from ..io import atomic_write
@@ -21,6 +22,12 @@ MAX_FRUSTA = 24
 FRUSTUM_SCALE = 0.15
 #: Colour map of a trajectory coloured by frame.
 COLORMAP = "viridis"
+#: Resolution of the saved plots.
+PLOT_DPI = 110
+#: At most this many ticks per axis, and the exponents beyond which the labels take a common power of ten
+#: (``x 1e-4`` at the axis end), so that the labels of a short path or a long one do not run into each other.
+MAX_TICKS = 5
+POWER_LIMITS = (-2, 3)
 # Edges of a frustum as index pairs into [centre, 4 image-plane corners].
 _FRUSTUM_EDGES = [(0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (2, 3), (3, 4), (4, 1)]
 #: The two panels: (title, horizontal axis, vertical axis, axis labels, invert the vertical axis).
@@ -85,8 +92,16 @@ def draw_trajectory(
 
 
 def plot_trajectory(trajectory: CameraTrajectory, path: str | Path, title: str | None = None) -> Path:
-    """Write a PNG of ``trajectory`` in its first frame's camera axes; returns ``path``."""
+    """Write a PNG of ``trajectory`` in its first frame's camera axes (``trajectory_figure``); returns ``path``."""
     path = Path(path)
+    buffer = io.BytesIO()
+    trajectory_figure(trajectory, title).savefig(buffer, format="png", dpi=PLOT_DPI)
+    atomic_write(path, buffer.getvalue())
+    return path
+
+
+def trajectory_figure(trajectory: CameraTrajectory, title: str | None = None) -> Figure:
+    """The figure ``plot_trajectory`` saves: both ``VIEWS`` of the path and a colour bar of frames."""
     relative = trajectory.relative()
     depth = frustum_depth(relative.centres)
 
@@ -99,12 +114,11 @@ def plot_trajectory(trajectory: CameraTrajectory, path: str | Path, title: str |
                   label="first frame")
         style_view(axis, panel_title, labels, invert)
         axis.legend(loc="best", fontsize=8)
-    figure.colorbar(mappable, ax=list(axes), label="frame", shrink=0.85)
+    colorbar = figure.colorbar(mappable, ax=list(axes), label="frame", shrink=0.85)
+    colorbar.locator = MaxNLocator(integer=True)  # frames are whole numbers
+    colorbar.update_ticks()
     figure.suptitle(title or _summary(relative))
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    atomic_write(path, buffer.getvalue())
-    return path
+    return figure
 
 
 def _summary(relative: CameraTrajectory) -> str:
@@ -118,6 +132,11 @@ def _summary(relative: CameraTrajectory) -> str:
 
 def style_view(axis: Axes, title: str, labels: tuple[str, str], invert: bool) -> None:
     """Finish one panel of ``VIEWS``: fitted equal-aspect axes (y down when ``invert``), title, labels and grid."""
+    for ticks in (axis.xaxis, axis.yaxis):
+        ticks.set_major_locator(MaxNLocator(nbins=MAX_TICKS))
+        formatter = ScalarFormatter(useMathText=True)
+        formatter.set_powerlimits(POWER_LIMITS)
+        ticks.set_major_formatter(formatter)
     axis.autoscale_view()
     axis.set_aspect("equal", adjustable="datalim")
     if invert:

@@ -98,10 +98,9 @@ class CameraClipDataset(torch.utils.data.Dataset, ABC):
     with a centre crop, flips horizontally with probability ``flip_probability`` and builds the Plücker map
     relative to the first sampled frame.
     ``num_samples`` fixes the length of an epoch (default: one item per clip); clips are visited round-robin.
+    ``seed`` makes item ``index`` a function of (seed, index) alone (so a resumed training run reads the same items
+    as an uninterrupted one); without it each item draws from torch's global generator.
     """
-
-    # `diffsynth.diffusion.runner.launch_training_task` reads this flag: items are raw data, not cached latents.
-    load_from_cache = False
 
     def __init__(
         self,
@@ -114,6 +113,7 @@ class CameraClipDataset(torch.utils.data.Dataset, ABC):
         use_captions: bool = True,
         num_samples: int | None = None,
         min_stride: int = 1,
+        seed: int | None = None,
     ):
         self.root = Path(root)
         if not self.root.is_dir():
@@ -133,6 +133,7 @@ class CameraClipDataset(torch.utils.data.Dataset, ABC):
         if not self.clip_names:
             raise FileNotFoundError(f"{self.root}: no clips found ({type(self).__name__} layout)")
         self.num_samples = len(self.clip_names) if num_samples is None else num_samples
+        self.seed = seed
 
     @abstractmethod
     def list_clips(self) -> list[str]:
@@ -153,6 +154,8 @@ class CameraClipDataset(torch.utils.data.Dataset, ABC):
         return self.num_samples
 
     def __getitem__(self, index: int) -> dict:
+        if self.seed is not None:
+            return self.sample(index, np.random.default_rng([self.seed, index]))
         seed = int(torch.randint(0, 2**62, ()).item())
         return self.sample(index, np.random.default_rng(seed))
 

@@ -5,16 +5,18 @@ import argparse
 from pathlib import Path
 
 from diffsynth_dualcam.eval.metrics import NORMALIZATIONS
-from diffsynth_dualcam.eval.report import EvalSettings, evaluate_folder, summary_table, write_report
+from diffsynth_dualcam.eval.report import EvalSettings, evaluate_folder, failed_trials, summary_table, write_report
 from diffsynth_dualcam.eval.sfm import DEFAULT_MAPPER, MAPPERS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `dualcam eval`."""
     parser.add_argument("--videos", required=True, type=Path,
-                        help="folder of videos (.mp4, .avi, .mov, .mkv, .webm) or frame folders, one per clip")
-    parser.add_argument("--trajectories", required=True, type=Path,
-                        help="folder of requested trajectories named like the videos (any CameraTrajectory format)")
+                        help="a run folder of dualcam generate, a folder of them, or a folder of videos (.mp4, .avi, "
+                             ".mov, .mkv, .webm) or frame folders, one per clip")
+    parser.add_argument("--trajectories", type=Path, default=None,
+                        help="folder of requested trajectories named like the videos (any CameraTrajectory format; "
+                             "other files are ignored); not needed for run folders, which hold their trajectory")
     parser.add_argument("--out", required=True, type=Path,
                         help="report.json to write; the per-clip CSV goes beside it, plots into <name>_plots/")
     parser.add_argument("--trials", type=int, default=3, help="SfM trials per clip, averaged (default 3)")
@@ -56,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate_folder(args.videos, args.trajectories, settings, plot_dir)
     json_path, csv_path = write_report(report, args.out)
     print(summary_table(report))
+    for line in failed_trials(report):
+        print(line)
     if report["unmatched_videos"]:
         print(f"videos without a trajectory (skipped): {', '.join(report['unmatched_videos'])}")
     print(f"report: {json_path}")

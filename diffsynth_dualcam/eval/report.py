@@ -14,6 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from diffsynth_dualcam.camera import CameraTrajectory
+from diffsynth_dualcam.camera.formats import format_for_path
 from diffsynth_dualcam.data.frames import IMAGE_SUFFIXES, VIDEO_SUFFIXES, FrameSource
 from diffsynth_dualcam.eval.metrics import CONVENTIONS, NORMALIZATIONS, Normalization, camera_errors
 from diffsynth_dualcam.eval.plot import plot_comparison
@@ -69,36 +70,73 @@ class EvalSettings:
             raise ValueError(f"min_registered must be a fraction in (0, 1], got {self.min_registered}")
 
 
+#: The files of a ``dualcam generate`` run folder that eval reads: the generated video and the trajectory it followed.
+RUN_VIDEO, RUN_TRAJECTORY = "video.mp4", "trajectory.json"
+
+
 def _is_video(path: Path) -> bool:
     if path.is_dir():
         return any(child.suffix.lower() in IMAGE_SUFFIXES for child in path.iterdir())
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
-def find_clip_pairs(videos_dir: str | Path, trajectories_dir: str | Path) -> tuple[list[ClipPair], list[str]]:
-    """Match videos (files or frame folders) to trajectory files (any format ``CameraTrajectory.load`` reads) by
-    name stem. Returns the pairs sorted by name and the names of videos without a trajectory."""
-    videos_dir, trajectories_dir = Path(videos_dir), Path(trajectories_dir)
-    for folder, option in ((videos_dir, "--videos"), (trajectories_dir, "--trajectories")):
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{option}: {folder} is not a folder")
+def is_run_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder written by ``dualcam generate`` (its video and trajectory inside)."""
+    return path.is_dir() and (path / RUN_VIDEO).is_file() and (path / RUN_TRAJECTORY).is_file()
+
+
+def _is_trajectory(path: Path) -> bool:
+    """A file of a trajectory format (by its suffix) or a folder (a COLMAP model); plots, videos, CSVs are not."""
+    if path.is_dir():
+        return True
+    try:
+        format_for_path(path)
+    except ValueError:
+        return False
+    return True
+
+
+def find_clip_pairs(
+    videos_dir: str | Path, trajectories_dir: str | Path | None = None
+) -> tuple[list[ClipPair], list[str]]:
+    """Match videos to their trajectories. Run folders of ``dualcam generate`` (``videos_dir`` itself, or its
+    sub-folders) pair their ``video.mp4`` with their ``trajectory.json`` and are named by the folder. Other videos
+    (files or frame folders) are matched by name stem to the trajectories of ``trajectories_dir`` (files of a format
+    ``CameraTrajectory.load`` reads, or COLMAP folders; other files, such as the plots written beside trajectories,
+    are ignored). Returns the pairs sorted by name and the names of videos without a trajectory."""
+    videos_dir = Path(videos_dir)
+    if not videos_dir.is_dir():
+        raise FileNotFoundError(f"--videos: {videos_dir} is not a folder")
+    if is_run_folder(videos_dir):
+        return [ClipPair(videos_dir.name, videos_dir / RUN_VIDEO, videos_dir / RUN_TRAJECTORY)], []
+    entries = [path for path in sorted(videos_dir.iterdir()) if not path.name.startswith(".")]
+    runs = {path.name: ClipPair(path.name, path / RUN_VIDEO, path / RUN_TRAJECTORY)
+            for path in entries if is_run_folder(path)}
     videos = {path.stem if path.is_file() else path.name: path
-              for path in sorted(videos_dir.iterdir()) if not path.name.startswith(".") and _is_video(path)}
+              for path in entries if path.name not in runs and _is_video(path)}
     trajectories: dict[str, Path] = {}
-    for path in sorted(trajectories_dir.iterdir()):
-        if path.name.startswith(".") or (path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES):
-            continue
-        if trajectories_dir == videos_dir and path.is_dir() and _is_video(path):
-            continue
-        stem = path.stem if path.is_file() else path.name
-        if stem in trajectories:
-            raise ValueError(f"two trajectories for clip {stem!r}: {trajectories[stem].name} and {path.name}")
-        trajectories[stem] = path
-    pairs = [ClipPair(name, video, trajectories[name]) for name, video in videos.items() if name in trajectories]
+    if trajectories_dir is not None:
+        trajectories_dir = Path(trajectories_dir)
+        if not trajectories_dir.is_dir():
+            raise FileNotFoundError(f"--trajectories: {trajectories_dir} is not a folder")
+        for path in sorted(trajectories_dir.iterdir()):
+            if path.name.startswith(".") or not _is_trajectory(path):
+                continue
+            if path.is_dir() and (_is_video(path) or is_run_folder(path)):
+                continue
+            stem = path.stem if path.is_file() else path.name
+            if stem in trajectories:
+                raise ValueError(f"two trajectories for clip {stem!r}: {trajectories[stem].name} and {path.name}")
+            trajectories[stem] = path
+    elif not runs:
+        raise ValueError(f"--videos: {videos_dir} holds no run folder of dualcam generate ({RUN_VIDEO} and "
+                         f"{RUN_TRAJECTORY} inside); give --trajectories for other videos")
+    pairs = {**{name: ClipPair(name, video, trajectories[name]) for name, video in videos.items()
+                if name in trajectories}, **runs}
     unmatched = [name for name in videos if name not in trajectories]
     if not pairs:
         raise ValueError(f"no video in {videos_dir} has a trajectory of the same name in {trajectories_dir}")
-    return pairs, unmatched
+    return [pairs[name] for name in sorted(pairs)], unmatched
 
 
 def fov_intrinsics(fov_deg: float, width: int, height: int) -> np.ndarray:
@@ -263,12 +301,13 @@ def summarize(clips: list[dict]) -> dict:
 
 def evaluate_folder(
     videos_dir: str | Path,
-    trajectories_dir: str | Path,
+    trajectories_dir: str | Path | None,
     settings: EvalSettings,
     plot_dir: str | Path | None = None,
     progress: bool = True,
 ) -> dict:
-    """Evaluate every video of ``videos_dir`` that has a trajectory of the same stem; returns the full report."""
+    """Evaluate every run folder in ``videos_dir`` and every video that has a trajectory of the same stem in
+    ``trajectories_dir`` (see ``find_clip_pairs``); returns the full report."""
     pairs, unmatched = find_clip_pairs(videos_dir, trajectories_dir)
     for pair in pairs:  # fail on a malformed trajectory or an unreadable video before hours of SfM
         prepare_clip(pair, settings)
@@ -326,6 +365,12 @@ def summary_table(report: dict) -> str:
                  f"{summary['num_clips']} clips)")
     lines.append(f"convention ({report['normalization']}): {report['convention']}")
     return "\n".join(lines)
+
+
+def failed_trials(report: dict) -> list[str]:
+    """One line per failed trial: the clip, the trial and seed, and why it failed."""
+    return [f"clip {clip['name']}, trial {trial['trial']} (seed {trial['seed']}) failed: {trial['error']}"
+            for clip in report["clips"] for trial in clip["trials"] if trial["failed"]]
 
 
 def _format(value: float | None) -> str:

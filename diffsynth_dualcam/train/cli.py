@@ -1,7 +1,9 @@
-"""``dualcam train --config FILE``: one training stage on DiffSynth's ``launch_training_task`` and accelerate.
+"""``dualcam train --config FILE``: one training stage on DiffSynth's training framework and accelerate.
+
+A run into an ``output_dir`` that holds an interrupted run of the same config resumes it (see ``resume``).
 
 Multi-GPU and DeepSpeed ZeRO-2 come from ``accelerate launch`` (see examples/train/ and docs/training.md).
-Gradient clipping (``train.max_grad_norm``) is done by ``ClippingAccelerator``, DiffSynth's runner is used as is.
+Gradient clipping (``train.max_grad_norm``) is done by ``ClippingAccelerator``, the loop is ``runner.run_training``.
 """
 from __future__ import annotations
 
@@ -19,25 +21,27 @@ from .config import TrainConfig, load_config, save_config
 from .distributed import ClippingAccelerator, check_distributed_setup
 from .logger import DualCamModelLogger, ValidationInputs
 from .module import DualCamTrainingModule, dit_for_stage, frame_to_image
+from .resume import CONFIG_FILE, check_process_count, check_run_folder, clear_after, last_complete_step, state_dir
 
 DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def build_dataset(config: TrainConfig, num_processes: int = 1) -> CameraClipDataset:
-    """The dataset of ``config.data``, long enough for ``max_steps`` optimizer steps on every process."""
+    """The dataset of ``config.data``, long enough for ``max_steps`` optimizer steps on every process, its items
+    drawn from ``train.seed`` and their index."""
     data, train = config.data, config.train
     return DATASETS[data.layout](
         data.root, height=data.height, width=data.width, num_frames=data.num_frames, stride=data.stride,
         min_stride=data.min_stride, flip_probability=data.flip_probability, use_captions=data.use_captions,
-        num_samples=train.max_steps * train.gradient_accumulation_steps * num_processes,
+        num_samples=train.max_steps * train.gradient_accumulation_steps * num_processes, seed=train.seed,
     )
 
 
 def build_pipeline(config: TrainConfig, device: str | torch.device):
     """The pipeline with the stage's DiT: trained weights in float32, frozen encoders in the mixed-precision dtype.
 
-    Without ``model.dit`` the DiT starts from a Wan camera DiT (``model.wan_camera_dit``; for a smoke run, the
-    tiny DiT's own Wan part) through ``dit_from_wan_camera``: every depth block a copy of its RGB block.
+    Without ``model.dit`` the DiT starts from a Wan camera DiT (``model.wan_camera_dit``; with ``model.tiny_seed``,
+    the tiny DiT's own Wan part) through ``dit_from_wan_camera``: every depth block a copy of its RGB block.
     """
     from ..checkpoints import DUAL_BRANCH_PREFIXES, dit_from_wan_camera, load_dit
     from ..models import OFFICIAL_CONFIG
@@ -50,8 +54,8 @@ def build_pipeline(config: TrainConfig, device: str | torch.device):
 
         pipe = tiny_pipeline(seed=model.tiny_seed, device=device, torch_dtype=dtype)
         reference = tiny_dit_config()
-        wan_camera = model.wan_camera_dit or {
-            key: value for key, value in pipe.dit.state_dict().items() if not key.startswith(DUAL_BRANCH_PREFIXES)}
+        wan_camera = {key: value for key, value in pipe.dit.state_dict().items()
+                      if not key.startswith(DUAL_BRANCH_PREFIXES)}
     else:
         from diffsynth.core import ModelConfig
         from diffsynth.models.wan_video_text_encoder import HuggingfaceTokenizer
@@ -103,15 +107,29 @@ def validation_inputs(config: TrainConfig, dataset: CameraClipDataset) -> Valida
 
 
 def train(config: TrainConfig) -> DualCamModelLogger:
-    """Run one stage as configured; returns the logger (checkpoint paths in ``saved``)."""
+    """Run one stage as configured, or resume it from the last complete checkpoint in ``train.output_dir``;
+    returns the logger (checkpoint paths in ``saved``)."""
     from accelerate.utils import set_seed
-    from diffsynth.diffusion.runner import launch_training_task
+
+    from .runner import run_training
 
     train_config = config.train
+    output_dir = Path(train_config.output_dir)
     accelerator = ClippingAccelerator(gradient_accumulation_steps=train_config.gradient_accumulation_steps,
                                       mixed_precision=train_config.mixed_precision,
                                       max_grad_norm=train_config.max_grad_norm)
     check_distributed_setup(accelerator.state.deepspeed_plugin, train_config.max_grad_norm)
+    check_run_folder(output_dir, config)
+    resume_step = last_complete_step(output_dir)
+    if resume_step:
+        check_process_count(output_dir, resume_step, accelerator.num_processes)
+    if resume_step >= train_config.max_steps:
+        logger = DualCamModelLogger(output_dir)
+        logger.num_steps = resume_step
+        logger.saved.append(output_dir / f"step-{resume_step}.safetensors")
+        if accelerator.is_main_process:
+            print(f"{output_dir} holds this run finished at step {resume_step}: nothing to train")
+        return logger
     set_seed(train_config.seed, device_specific=True)
     dataset = build_dataset(config, accelerator.num_processes)
     module = DualCamTrainingModule(
@@ -126,24 +144,33 @@ def train(config: TrainConfig) -> DualCamModelLogger:
         noise_seed=train_config.fixed_noise_seed,
     )
     accelerator.track_parameters(module.trainable_modules())
-    output_dir = Path(train_config.output_dir)
+    validation = validation_inputs(config, dataset)
     if accelerator.is_main_process:
-        save_config(config, output_dir / "config.json")
+        removed = clear_after(output_dir, resume_step)
+        if removed:
+            print(f"removed what the interrupted run left after step {resume_step}: "
+                  + ", ".join(str(path) for path in removed))
+        save_config(config, output_dir / CONFIG_FILE)
         print(f"stage {train_config.stage}, training {train_config.trainable}: "
-              f"{module.trainable_parameter_count():,} parameters, {train_config.max_steps} steps")
-    logger = DualCamModelLogger(output_dir, save_steps=train_config.save_steps,
-                                validation=validation_inputs(config, dataset),
+              f"{module.trainable_parameter_count():,} parameters, {train_config.max_steps} steps"
+              + (f", resuming after step {resume_step} from {state_dir(output_dir, resume_step)}"
+                 if resume_step else ""))
+    accelerator.wait_for_everyone()
+    logger = DualCamModelLogger(output_dir, save_steps=train_config.save_steps, validation=validation,
                                 validation_steps=config.validation.every_steps)
-    launch_training_task(
-        accelerator, dataset, module, logger, learning_rate=train_config.learning_rate,
-        weight_decay=train_config.weight_decay, num_workers=config.data.num_workers, num_epochs=1,
-    )
+    run_training(accelerator, dataset, module, logger, learning_rate=train_config.learning_rate,
+                 weight_decay=train_config.weight_decay, num_workers=config.data.num_workers,
+                 seed=train_config.seed, max_steps=train_config.max_steps,
+                 resume_from=state_dir(output_dir, resume_step) if resume_step else None, resume_step=resume_step)
     return logger
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``dualcam train``."""
-    parser.add_argument("--config", required=True, help="YAML or JSON training config (see examples/train/)")
+    parser.add_argument("--config", required=True,
+                        help="YAML or JSON training config (see examples/train/; tiny.yaml runs on a CPU without "
+                             "weights). A run into an output_dir that holds an interrupted run of the same config "
+                             "resumes it from its last complete checkpoint")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value, e.g. --set train.max_steps=100 (repeatable)")
 

@@ -36,7 +36,9 @@ class DataConfig:
 class ModelPaths:
     """Model files. ``dit`` is a DualCamCtrl checkpoint (safetensors written by this package); for the first
     stage ``wan_camera_dit`` may instead name the Wan2.1-Fun camera DiT the depth branch is copied from.
-    ``tiny_seed`` builds the package's tiny random models instead of loading any file (smoke runs)."""
+    ``tiny_seed`` builds the package's tiny random models instead of loading the Wan files (``wan_camera_dit``,
+    ``text_encoder``, ``vae``, ``image_encoder``, ``tokenizer`` are then ignored); ``dit`` is still loaded when
+    given (a smoke run's stage 2 starts from its stage 1)."""
 
     dit: str | None = None
     wan_camera_dit: str | None = None
@@ -111,6 +113,8 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Check the values that must agree with each other; raise ValueError naming the key."""
+        if self.train.mixed_precision is False:  # YAML reads a bare `no` as false
+            self.train.mixed_precision = "no"
         _choice("data.layout", self.data.layout, LAYOUTS)
         _choice("train.stage", self.train.stage, STAGES)
         _choice("train.trainable", self.train.trainable, TRAINABLE)

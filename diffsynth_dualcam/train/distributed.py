@@ -1,10 +1,11 @@
-"""Gradient clipping on DiffSynth's ``launch_training_task``, and the check of the distributed set-up.
+"""Gradient clipping in the training loop (``runner``), and the check of the distributed set-up.
 
-DiffSynth's runner calls ``accelerator.backward(loss)`` and then ``optimizer.step()`` inside
-``accelerator.accumulate``; it does not clip. ``ClippingAccelerator`` clips in ``backward`` on the micro-batches
-that end an accumulation (``sync_gradients``), which is where accelerate's own training loops clip: after the
-gradients are complete (and all-reduced under DDP), before the step. Under DeepSpeed the engine steps inside
-``backward`` and clips by its config's ``gradient_clipping``, which must then equal ``train.max_grad_norm``.
+The loop (DiffSynth's ``launch_training_task`` body) calls ``accelerator.backward(loss)`` and then
+``optimizer.step()`` inside ``accelerator.accumulate``; it does not clip. ``ClippingAccelerator`` clips in
+``backward`` on the micro-batches that end an accumulation (``sync_gradients``), which is where accelerate's own
+training loops clip: after the gradients are complete (and all-reduced under DDP), before the step. Under DeepSpeed
+the engine steps inside ``backward`` and clips by its config's ``gradient_clipping``, which must then equal
+``train.max_grad_norm``.
 """
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from ..camera import CameraTrajectory
 from ..checkpoints import save_dit
 from .config import ValidationConfig
 from .module import merged_dit
+from .resume import remove_states_before, staging_state_dir, state_dir
 
 
 @dataclass
@@ -33,7 +35,8 @@ class DualCamModelLogger(ModelLogger):
     """Counts optimizer steps (not micro-batches), saves the whole DiT with ``save_dit`` (LoRA merged) every
     ``save_steps`` and at the end, logs the loss, both branch losses and the gradient norm before clipping (what a
     ``ClippingAccelerator`` measured), and renders ``validation`` every ``validation_steps`` into
-    ``output_path/validation/step-N/``."""
+    ``output_path/validation/step-N/``. After each checkpoint (and its validation) accelerate's state is saved in
+    ``output_path/state/step-N/`` for resuming (see ``resume``)."""
 
     def __init__(
         self,
@@ -65,10 +68,13 @@ class DualCamModelLogger(ModelLogger):
                 for key, value in values.items():
                     if value is not None:
                         logger.log(key, value, self.num_steps)
-        if self.save_steps and self.num_steps % self.save_steps == 0:
+        checkpoint = bool(self.save_steps) and self.num_steps % self.save_steps == 0
+        if checkpoint:
             self.save_model(accelerator, model, f"step-{self.num_steps}.safetensors")
         if self.validation is not None and self.validation_steps and self.num_steps % self.validation_steps == 0:
             self.validate(accelerator, model)
+        if checkpoint:  # last, so that a resumed run starts from the generators as they are after validation
+            self.save_state(accelerator)
 
     def on_epoch_end(self, accelerator: Accelerator, model: torch.nn.Module, epoch_id: int) -> None:
         """Checkpoints follow steps, not epochs (an epoch is the whole run)."""
@@ -77,6 +83,7 @@ class DualCamModelLogger(ModelLogger):
                         ) -> None:
         if not self.save_steps or self.num_steps % self.save_steps:
             self.save_model(accelerator, model, f"step-{self.num_steps}.safetensors")
+            self.save_state(accelerator)
         for logger in self.loggers:
             logger.close()
 
@@ -88,6 +95,23 @@ class DualCamModelLogger(ModelLogger):
             path = save_dit(merged_dit(dit), Path(self.output_path) / file_name)
             self.saved.append(path)
             print(f"checkpoint saved: {path}")
+
+    def save_state(self, accelerator: Accelerator) -> None:
+        """Save accelerate's state of this step: written under a staging name and renamed when complete, so
+        ``state/step-N`` is either whole or absent; older states are then removed."""
+        staging = staging_state_dir(self.output_path, self.num_steps)
+        final = state_dir(self.output_path, self.num_steps)
+        if accelerator.is_main_process and staging.exists():
+            shutil.rmtree(staging)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(staging))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            if final.exists():
+                shutil.rmtree(final)
+            staging.rename(final)
+            remove_states_before(self.output_path, self.num_steps)
+        accelerator.wait_for_everyone()
 
     def validate(self, accelerator: Accelerator, model: torch.nn.Module) -> None:
         """Generate the validation clip with the current weights (main process) and save it."""
