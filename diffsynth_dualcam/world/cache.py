@@ -18,6 +18,8 @@ from ..export3d import PointCloud, disparity_to_depth, fit_scale_shift, lift_fra
 MIN_FIT_PIXELS = 16
 #: Residuals beyond this many robust standard deviations (1.4826 MAD) are left out of the fit.
 OUTLIER_SIGMAS = 3.0
+#: Relative depth behind a cell's nearest point within which points count as the same (front) surface.
+FRONT_SURFACE_TOLERANCE = 0.03
 #: Smallest inlier band of the robust fit, in disparity: one 8-bit level.
 MIN_INLIER_BAND = 1.0 / 255.0
 
@@ -98,24 +100,31 @@ class WorldCache:
         return len(cloud)
 
     def render_depth(self, c2w: np.ndarray, intrinsics: np.ndarray, width: int, height: int) -> np.ndarray:
-        """Depth of the nearest cache point in each `pixel_stride` x `pixel_stride` cell of a width x height frame
+        """Depth of the cache's front surface in each `pixel_stride` x `pixel_stride` cell of a width x height frame
         seen by the camera (c2w [4, 4], normalised intrinsics [4]), on the grid of the lifted pixels; NaN where the
-        cache has no point."""
+        cache has no point. A cell's depth is the mean over its points within ``FRONT_SURFACE_TOLERANCE`` of its
+        nearest one: the nearest alone would be biased towards the camera where several points share a cell."""
         stride = self.pixel_stride
         rows, cols = len(range(0, height, stride)), len(range(0, width, stride))
-        depth = np.full(rows * cols, np.inf)
+        nearest = np.full(rows * cols, np.inf)
+        depth = np.full(rows * cols, np.nan)
         if len(self.cloud):
             w2c = np.linalg.inv(np.asarray(c2w, dtype=np.float64))
             camera = self.cloud.points @ w2c[:3, :3].T + w2c[:3, 3]
+            camera = camera[camera[:, 2] > 1e-6]
             z = camera[:, 2]
-            front = z > 1e-6
             fx, fy, cx, cy = np.asarray(intrinsics, dtype=np.float64) * np.array([width, height, width, height])
-            u = fx * camera[front, 0] / z[front] + cx
-            v = fy * camera[front, 1] / z[front] + cy
+            u = fx * camera[:, 0] / z + cx
+            v = fy * camera[:, 1] / z + cy
             inside = (u >= 0) & (u < cols * stride) & (v >= 0) & (v < rows * stride)
             cell = (v[inside] // stride).astype(np.int64) * cols + (u[inside] // stride).astype(np.int64)
-            np.minimum.at(depth, cell, z[front][inside])
-        depth[np.isinf(depth)] = np.nan
+            z = z[inside]
+            np.minimum.at(nearest, cell, z)
+            front = z <= nearest[cell] * (1.0 + FRONT_SURFACE_TOLERANCE)
+            counts = np.bincount(cell[front], minlength=rows * cols)
+            sums = np.bincount(cell[front], weights=z[front], minlength=rows * cols)
+            covered = counts > 0
+            depth[covered] = sums[covered] / counts[covered]
         return depth.reshape(rows, cols)
 
     def align(self, disparity: np.ndarray, c2w: np.ndarray, intrinsics: np.ndarray) -> Alignment | None:
