@@ -47,7 +47,8 @@ def test_run_all_prints_the_table_and_rewrites_only_its_readme_section(tmp_path:
     fragments = ("one denoising step, dual-branch vs single-branch", "guidance, one merged call vs two calls",
                  "one denoising step, compiled DiT vs eager", "Plücker map", "denoising loop, step cache",
                  "VAE decode time", "VAE decode peak memory",
-                 "end-to-end generation", "chaining overhead", "peak memory of one generation, all models on the device",
+                 "end-to-end generation", "chaining overhead",
+                 "peak memory of one generation, all models on the device",
                  "peak memory of one generation, --offload")
     assert len(table_lines) == 1 + len(fragments)
     for fragment, line in zip(fragments, table_lines[1:]):

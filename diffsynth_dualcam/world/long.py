@@ -129,14 +129,15 @@ def generate_long(
         if input_image is None:
             raise ValueError("input_image is required for image-to-video (or pass t2v=True)")
         check_image("input_image", input_image)
-        if input_depth is None:
+        image = prepare_image(input_image, width, height)
+        if input_depth is None:  # estimated on the first frame at the output size, as the pipeline does
             if pipe.depth_estimator is None:
                 raise ValueError("input_depth is required for image-to-video (an 8-bit grayscale disparity map, near = "
                                  "bright) unless pipe.depth_estimator is set")
-            input_depth = pipe.depth_estimator(input_image)
-        check_image("input_depth", input_depth)
-        check_same_aspect(input_image, input_depth, width, height)
-        image = prepare_image(input_image, width, height)
+            input_depth = pipe.depth_estimator(image)
+        else:
+            check_same_aspect(input_image, check_image("input_depth", input_depth), width, height)
+        check_image("the depth map of pipe.depth_estimator", input_depth)
         depth = prepare_depth(input_depth, width, height).convert("L")
     trajectory = prepare_trajectory(camera, num_frames, width, height, input_image.size if input_image else None,
                                     resample_camera)
