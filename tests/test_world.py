@@ -320,3 +320,13 @@ def test_text_to_video_chains_from_the_first_clips_last_frame(tmp_path):
     assert len(output.video) == len(output.depth_video) == 9
     written = output.save(tmp_path / "run")
     assert "world.ply" in written and "input_depth.png" not in written
+
+
+def test_a_bad_chunk_length_is_an_argument_error_before_models_load(tmp_path, capsys):
+    from diffsynth_dualcam.cli import main
+
+    code = main(["generate", "--tiny", "--t2v", "--preset", "orbit_left", "--frames", "17", "--chunk-frames", "8",
+                 "--out", str(tmp_path / "R")])
+    assert code == 2
+    assert "--chunk-frames must be a whole number 4k+1 of at least 5, got 8" in capsys.readouterr().err
+    assert not (tmp_path / "R").exists()
