@@ -61,7 +61,8 @@ class ChainedOutput(DualCamCtrlOutput):
 
 def step_progress(progress_bar_cmd: Callable[[Iterable], Iterable], total: int) -> tuple[Callable, Callable]:
     """One progress bar over ``total`` steps shared by the clips: returns the ``progress_bar_cmd`` to give each clip
-    and a function advancing it by a number of steps (clips loaded instead of generated, and the end)."""
+    and a function advancing it by a number of steps (for clips loaded instead of generated). The bar ends with the
+    last step."""
     ticks = iter(progress_bar_cmd(range(total)))
     next(ticks, None)
 
@@ -166,7 +167,6 @@ def generate_long(
         seed=seed, near=near, far=far, frame_stride=frame_stride, pixel_stride=pixel_stride, voxel_size=voxel_size,
         resume_dir=resume_dir, resume_key=resume_key, on_clip=on_clip,
     )
-    advance(1)  # finishes the bar
     clip_params = [record.generation.pop("params", {}) for record in result.clips]
     params = {
         **clip_params[0], "t2v": t2v, "seed": seed, "num_frames": num_frames, "resample_camera": resample_camera,
