@@ -149,6 +149,28 @@ def check_cache_stays_on_first_clip(result, first_view, check_last_frame: bool =
     assert chamfer(last_points, input_points) <= 0.01 * size
 
 
+def test_cache_renders_its_surface_and_measures_disagreement_in_relative_depth():
+    """A fronto-parallel plane at distance 4 lifted from one camera: seen from it, the cache lies at 4 everywhere;
+    frames of a plane at 4.4 disagree with it by 10%, and a frame's disparity maps back onto the plane's."""
+    cache = WorldCache(near=NEAR, far=FAR, pixel_stride=2)
+    disparity = np.full((1, HEIGHT, WIDTH), (1 / 4 - 1 / FAR) / (1 / NEAR - 1 / FAR))
+    rgb = np.zeros((1, HEIGHT, WIDTH, 3), dtype=np.uint8)
+    cameras, intrinsics = np.eye(4)[None], np.asarray(INTRINSICS)[None]
+    cache.add_frames(rgb, disparity, cameras, intrinsics)
+    rendered = cache.render_depth(cameras[0], intrinsics[0], WIDTH, HEIGHT)
+    np.testing.assert_allclose(rendered[np.isfinite(rendered)], 4.0, rtol=1e-9)
+    assert np.isfinite(rendered).mean() > 0.95
+    farther = np.full((1, HEIGHT, WIDTH), (1 / 4.4 - 1 / FAR) / (1 / NEAR - 1 / FAR))
+    figure, pixels = cache.disagreement(farther, cameras, intrinsics)
+    assert figure == pytest.approx(0.1, rel=1e-6) and pixels > 0.95 * (HEIGHT // 2) * (WIDTH // 2)
+    # A slanted surface, every point kept (voxel averaging moves a slanted surface's disparity by about 0.4%).
+    ramp = np.tile(np.linspace(0.2, 0.9, WIDTH), (HEIGHT, 1))
+    slanted = WorldCache(near=NEAR, far=FAR, pixel_stride=2, voxel_size=0)
+    slanted.add_frames(rgb, 0.5 * ramp[None] + 0.1, cameras, intrinsics)
+    alignment = slanted.align(ramp, cameras[0], intrinsics[0])
+    assert alignment.scale == pytest.approx(0.5, rel=1e-6) and alignment.shift == pytest.approx(0.1, abs=1e-6)
+
+
 def test_clip_ranges_share_one_frame_and_stay_4k_plus_1():
     assert clip_ranges(121, 61) == [(0, 60), (60, 120)]
     assert clip_ranges(181, 61) == [(0, 60), (60, 120), (120, 180)]
@@ -191,10 +213,11 @@ def test_alignment_recovers_each_clips_depth_scale(first_view):
     check_cache_stays_on_first_clip(result, first_view, check_last_frame=False)
 
 
-def test_chain_of_direct_renders_is_the_render_of_the_whole_path(scene, first_view):
+@pytest.mark.parametrize("num_frames", [FRAMES, FRAMES - 4])  # the second ends on a shorter clip of 5 frames
+def test_chain_of_direct_renders_is_the_render_of_the_whole_path(scene, first_view, num_frames):
     """A clip_fn that renders the scene: it tracks where its clip starts by composing the relative cameras it gets,
     so the chain's frames equal a render of the whole path only if every clip got the right part of it."""
-    path = loop_path()
+    path = loop_path(num_frames)
     start = [np.eye(4)]
     shared_inputs = []
 
@@ -205,9 +228,11 @@ def test_chain_of_direct_renders_is_the_render_of_the_whole_path(scene, first_vi
         render = scene.render(cameras, HEIGHT, WIDTH, supersample=2)
         return render.frames, to_disparity8(render.depth)
 
-    result = chain(render_clip, first_view)
+    image, depth = first_view
+    result = generate_chained(render_clip, image=image, depth=depth, trajectory=path, num_frames=num_frames,
+                              chunk_frames=CHUNK, near=NEAR, far=FAR)
     whole = scene.render(path, HEIGHT, WIDTH, supersample=2)
-    assert result.video.shape == (FRAMES, HEIGHT, WIDTH, 3)
+    assert result.video.shape == (num_frames, HEIGHT, WIDTH, 3)
     # The same rays up to float rounding of the composed poses: a ray grazing a face edge may flip face.
     colour_difference = np.abs(result.video.astype(int) - whole.frames).max(axis=-1)
     depth_difference = np.abs(result.depth_video.astype(int) - to_disparity8(whole.depth))
@@ -217,7 +242,7 @@ def test_chain_of_direct_renders_is_the_render_of_the_whole_path(scene, first_vi
     # Each clip after the first starts from the previous clip's last frame.
     for record, condition in zip(result.clips[1:], shared_inputs[1:], strict=True):
         np.testing.assert_array_equal(condition, result.video[record.first_frame])
-    assert [(record.first_frame, record.last_frame) for record in result.clips] == clip_ranges(FRAMES, CHUNK)
+    assert [(record.first_frame, record.last_frame) for record in result.clips] == clip_ranges(num_frames, CHUNK)
 
 
 def test_resume_loads_finished_clips(first_view, tmp_path):

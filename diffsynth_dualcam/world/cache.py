@@ -63,13 +63,16 @@ class WorldCache:
     Args:
         near, far: distances of world disparity 1 and 0 (see the module docstring).
         pixel_stride: every `pixel_stride`-th pixel per axis is lifted; the cache is also rendered on that grid.
-        voxel_size: voxel edge; None picks the footprint of one lifted pixel at the median depth of the first frame.
+        voxel_size: voxel edge; None picks the footprint of one lifted pixel at the median depth of the first frame;
+            0 keeps every point.
     """
 
     def __init__(self, near: float = 1.0, far: float = 10.0, pixel_stride: int = 2,
                  voxel_size: float | None = None) -> None:
         if not 0 < near < far:
             raise ValueError(f"need 0 < near < far, got near={near}, far={far}")
+        if voxel_size is not None and not voxel_size >= 0:
+            raise ValueError(f"voxel_size must be >= 0 (0 keeps every point) or None (automatic), got {voxel_size!r}")
         if isinstance(pixel_stride, bool) or not isinstance(pixel_stride, int) or pixel_stride < 1:
             raise ValueError(f"pixel_stride must be a whole number >= 1, got {pixel_stride!r}")
         self.near, self.far, self.pixel_stride, self.voxel_size = near, far, pixel_stride, voxel_size
@@ -96,7 +99,7 @@ class WorldCache:
             self.voxel_size = float(np.median(depth)) * stride / (intrinsics[0][0] * rgb.shape[2])
         merged = PointCloud(np.concatenate([self.cloud.points, cloud.points]),
                             np.concatenate([self.cloud.colors, cloud.colors]))
-        self.cloud = voxel_downsample(merged, self.voxel_size) if len(merged) else merged
+        self.cloud = voxel_downsample(merged, self.voxel_size) if len(merged) and self.voxel_size else merged
         return len(cloud)
 
     def render_depth(self, c2w: np.ndarray, intrinsics: np.ndarray, width: int, height: int) -> np.ndarray:
