@@ -1,4 +1,5 @@
-"""`dualcam generate`: one camera-controlled clip (RGB + depth) from an image, its depth map and a camera path."""
+"""`dualcam generate`: one camera-controlled clip (RGB + depth) from an image, its depth map and a camera path, or a
+chain of clips along a path longer than one clip (``diffsynth_dualcam.world``)."""
 from __future__ import annotations
 
 import argparse
