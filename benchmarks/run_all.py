@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_cache  # noqa: E402
 import bench_cfg  # noqa: E402
+import bench_chain  # noqa: E402
 import bench_compile  # noqa: E402
 import bench_generate  # noqa: E402
 import bench_memory  # noqa: E402
@@ -57,9 +58,9 @@ def plucker_row(device: str, size: str, repeats: int) -> Row:
 
 #: Benchmark names in the order they run: the Plücker, VAE and memory benchmarks first, since they measure fresh
 #: allocations, which the allocator setting the DiT timings apply on the CPU (for good) would hide.
-RUN_ORDER = ("plucker", "vae", "memory", "step", "cfg", "compile", "cache", "generate")
+RUN_ORDER = ("plucker", "vae", "memory", "step", "cfg", "compile", "cache", "generate", "chain")
 #: The order of their rows in the table.
-TABLE_ORDER = ("step", "cfg", "compile", "plucker", "cache", "vae", "generate", "memory")
+TABLE_ORDER = ("step", "cfg", "compile", "plucker", "cache", "vae", "generate", "chain", "memory")
 
 
 def benchmark_runners(device: str, size: str, repeats: int) -> dict[str, Callable[[], list[Row]]]:
@@ -78,6 +79,7 @@ def benchmark_runners(device: str, size: str, repeats: int) -> dict[str, Callabl
         "compile": lambda: [bench_compile.run(device, size=size, repeats=repeats)],
         "cache": lambda: [bench_cache.run(device, size=size, steps=CACHE_STEPS.get(size, 8))],
         "generate": lambda: [bench_generate.run(device, steps=GENERATE_STEPS.get(size, 20), repeats=repeats)],
+        "chain": lambda: [bench_chain.run(device, repeats=repeats)],
     }
 
 

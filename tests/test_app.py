@@ -601,3 +601,22 @@ def test_app_command_prints_the_attention_backend_and_compiles_on_request(tmp_pa
     blocks = compiled_blocks(generator.pipe)
     assert blocks and all(blocks)
     assert "DiT on cpu float32; attention: " in capsys.readouterr().err
+
+
+def test_pipeline_generator_chains_requests_longer_than_its_clip_length(tmp_path):
+    from diffsynth_dualcam.app.generation import GenerationRequest, PipelineGenerator
+    from diffsynth_dualcam.testing import tiny_pipeline
+
+    generator = PipelineGenerator(tiny_pipeline(), tmp_path / "runs", tiled=False, chunk_frames=5)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8))
+    depth = Image.fromarray(np.tile(np.linspace(0, 255, 48), (32, 1)).astype(np.uint8))
+    request = GenerationRequest(
+        image=image, depth=depth, prompt="a room", negative_prompt="", camera=CameraTrajectory.preset("pan_left", 9),
+        height=32, width=48, num_frames=9, num_inference_steps=1, cfg_scale=6.0, seed=3,
+    )
+    seen_steps = []
+    result = generator(request, lambda steps: seen_steps.extend(steps) or steps)
+    assert len(seen_steps) == 2  # one progress iterable over both clips' steps
+    params = json.loads((result.run_dir / "params.json").read_text())
+    assert [clip["frames"] for clip in params["clips"]] == [[0, 4], [4, 8]]
+    assert {path.name for path in result.downloads} >= {"video.mp4", "world.ply", "points.ply"}

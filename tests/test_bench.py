@@ -43,11 +43,12 @@ def test_run_all_prints_the_table_and_rewrites_only_its_readme_section(tmp_path:
     printed = capsys.readouterr().out
     table_lines = [line for line in printed.splitlines() if line.startswith("| ")]
     # Header plus one row per measurement: step, CFG, compiled step, Plücker, cache, VAE time and memory,
-    # generation, and the generation's peak memory with and without offloading.
+    # generation, chaining overhead, and the generation's peak memory with and without offloading.
     fragments = ("one denoising step, dual-branch vs single-branch", "guidance, one merged call vs two calls",
                  "one denoising step, compiled DiT vs eager", "Plücker map", "denoising loop, step cache",
                  "VAE decode time", "VAE decode peak memory",
-                 "end-to-end generation", "peak memory of one generation, all models on the device",
+                 "end-to-end generation", "chaining overhead",
+                 "peak memory of one generation, all models on the device",
                  "peak memory of one generation, --offload")
     assert len(table_lines) == 1 + len(fragments)
     for fragment, line in zip(fragments, table_lines[1:]):

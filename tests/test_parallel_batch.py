@@ -176,3 +176,18 @@ def test_clips_without_depth_get_it_from_the_depth_model(batch_file, tmp_path) -
     assert (estimated["depth_estimated"], given["depth_estimated"]) == (True, False)
     seen = [np.asarray(Image.open(out / name / "input_image.png")) for name in ("estimated", "given")]
     np.testing.assert_array_equal(seen[0], seen[1][:, ::-1])  # each clip was conditioned on its own image
+
+
+def test_a_clip_longer_than_its_chunk_is_chained(batch_file, tmp_path) -> None:
+    jobs = [{"name": "long", "image": "a.png", "depth": "a_depth.png", "preset": "orbit_left", "frames": 9,
+             "chunk_frames": 5},
+            {"name": "short", "t2v": True, "preset": "pan_left"}]
+    path = write_jsonl(batch_file.parent / "long_jobs.jsonl", jobs)
+    out = tmp_path / "out"
+    assert main(["generate", "--batch-file", str(path), "--tiny", "--device", "cpu", "--out", str(out),
+                 "--frames", "5", "--size", "64x48", "--steps", "1"]) == 0
+    long = json.loads((out / "long" / "params.json").read_text())
+    assert [clip["frames"] for clip in long["clips"]] == [[0, 4], [4, 8]]
+    assert (out / "long" / "world.ply").is_file() and not (out / ".long.clips").exists()
+    assert "clips" not in json.loads((out / "short" / "params.json").read_text())
+    assert not (out / "short" / "world.ply").exists()

@@ -93,12 +93,15 @@ class PipelineGenerator:
         depth_model: str = DEFAULT_DEPTH_MODEL,
         fps: int = 16,
         tiled: bool = True,
+        chunk_frames: int = 61,
     ) -> None:
         self.pipe = pipe
         self.output_root = Path(output_root)
         self.depth_model = depth_model
         self.fps = fps
         self.tiled = tiled
+        #: Requests of more frames are generated as chained clips of this length (``pipe.generate_long``).
+        self.chunk_frames = chunk_frames
 
     def load_depth_estimator(self) -> DepthEstimator:
         """The automatic depth model; a ValueError saying what to do when it cannot be loaded."""
@@ -114,17 +117,22 @@ class PipelineGenerator:
         """Generate, save the run folder, export the point cloud; the depth model is loaded when first needed."""
         if request.depth is None and self.pipe.depth_estimator is None:
             self.pipe.depth_estimator = self.load_depth_estimator()
-        output = self.pipe(
+        arguments = dict(
             prompt=request.prompt, negative_prompt=request.negative_prompt, input_image=request.image,
             input_depth=request.depth, camera=request.camera, height=request.height, width=request.width,
             num_frames=request.num_frames, num_inference_steps=request.num_inference_steps,
             cfg_scale=request.cfg_scale, seed=request.seed, tiled=self.tiled, progress_bar_cmd=progress_bar_cmd,
         )
+        if request.num_frames > self.chunk_frames:
+            output = self.pipe.generate_long(**arguments, chunk_frames=self.chunk_frames)
+        else:
+            output = self.pipe(**arguments)
         self.output_root.mkdir(parents=True, exist_ok=True)
         run_dir = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=self.output_root))
         files = output.save(run_dir, fps=self.fps)
         notes = [] if request.depth is not None else ["The depth map of the first frame was estimated automatically."]
-        downloads = [files[name] for name in ("video.mp4", "depth.mp4", "side_by_side.mp4", "params.json")]
+        downloads = [files[name] for name in ("video.mp4", "depth.mp4", "side_by_side.mp4", "params.json",
+                                              "world.ply") if name in files]
         cloud = None
         try:
             points = export_run(run_dir)["points.ply"]

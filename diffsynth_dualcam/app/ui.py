@@ -229,7 +229,8 @@ def build_app(generate: Generate, settings: AppSettings | None = None) -> gr.Blo
                         height = gr.Slider(32, settings.max_side, value=settings.height, step=16, label="Height")
                         width = gr.Slider(32, settings.max_side, value=settings.width, step=16, label="Width")
                     with gr.Row():
-                        num_frames = gr.Slider(5, 121, value=settings.num_frames, step=4, label="Frames (4k+1)")
+                        num_frames = gr.Slider(5, 361, value=settings.num_frames, step=4,
+                                               label="Frames (4k+1; beyond 61: chained clips)")
                         steps = gr.Slider(1, 100, value=settings.num_inference_steps, step=1, label="Steps")
                     with gr.Row():
                         cfg_scale = gr.Slider(1.0, 12.0, value=settings.cfg_scale, step=0.5, label="Guidance")

@@ -4,7 +4,8 @@ A batch file holds one JSON object per line (blank lines and ``#`` comments skip
 Each object is one clip: ``name`` (its output folder under ``--out``) plus any per-clip option of
 ``dualcam generate`` under its long name (``image``, ``depth``, ``t2v``, ``trajectory`` or ``preset``, ``speed``,
 ``source_size``, ``prompt``, ``negative_prompt``, ``size``, ``frames``, ``steps``, ``cfg``, ``seed``, ``fps``,
-``step_cache``). Sizes are ``"WxH"`` strings or ``[W, H]`` pairs; relative paths are relative to the batch file;
+``step_cache``, ``chunk_frames``: ``frames`` beyond it chain clips, see docs/long_paths.md). Sizes are ``"WxH"``
+strings or ``[W, H]`` pairs; relative paths are relative to the batch file;
 ``t2v`` is ``true`` or ``false``; ``null`` stands for the option's own default, not the command line's.
 The command line's options are defaults for every clip, except that a clip sets its inputs (``image``,
 ``depth``, ``t2v``) and its camera (``trajectory``, ``preset``) as a whole: one that names any of a group takes
@@ -37,6 +38,7 @@ JOB_OPTIONS: dict[str, str] = {
     "image": "path", "depth": "path", "t2v": "flag", "trajectory": "path", "preset": "value", "speed": "value",
     "source_size": "value", "prompt": "value", "negative_prompt": "value", "size": "value", "frames": "value",
     "steps": "value", "cfg": "value", "seed": "value", "fps": "value", "step_cache": "value",
+    "chunk_frames": "value",
 }
 #: Options a clip sets as a whole: naming one of a group, it takes none of the others from the command line.
 JOB_GROUPS: tuple[tuple[str, ...], ...] = (("image", "depth", "t2v"), ("trajectory", "preset", "source_size", "speed"))
@@ -201,5 +203,6 @@ def run_batch(args: argparse.Namespace) -> int:
     generate_cli.configure_pipeline(pipe, first_args)
     for name, clip_args, prepared in tqdm(clips, desc=f"rank {rank} clips", disable=len(clips) < 2):
         written = generate_cli.generate_clip(pipe, clip_args, *prepared).save(clip_args.out, fps=clip_args.fps)
+        generate_cli.remove_resume_folder(clip_args)
         print(f"[rank {rank}] {name}: wrote {len(written)} files to {clip_args.out}")
     return 0

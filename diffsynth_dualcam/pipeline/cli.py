@@ -1,10 +1,12 @@
-"""`dualcam generate`: one camera-controlled clip (RGB + depth) from an image, its depth map and a camera path."""
+"""`dualcam generate`: one camera-controlled clip (RGB + depth) from an image, its depth map and a camera path, or a
+chain of clips along a path longer than one clip (``diffsynth_dualcam.world``)."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -94,6 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           help=f"output size, multiples of 16 (default {official_size}; tiny model {tiny_size})")
     sampling.add_argument("--frames", type=int,
                           help=f"frames, 4k+1 (default {official['frames']}; tiny model {tiny['frames']})")
+    sampling.add_argument("--chunk-frames", type=int, default=61,
+                          help="clip length, 4k+1: --frames beyond it are generated as clips sharing one frame, "
+                               "over a world cache saved as world.ply (default 61)")
     sampling.add_argument("--steps", type=int,
                           help=f"denoising steps (default {official['steps']}; tiny model {tiny['steps']})")
     sampling.add_argument("--cfg", type=float, default=6.0, help="guidance scale (default 6.0, the published look)")
@@ -156,6 +161,13 @@ def resolve_setup(args: argparse.Namespace) -> GenerationSetup:
         check_num_frames(setup.frames)
     except ValueError as error:
         raise ValueError(f"--frames: {error}") from None
+    if setup.frames > args.chunk_frames:
+        from ..world.chain import check_frame_count
+
+        try:
+            check_frame_count("--chunk-frames", args.chunk_frames, minimum=5)
+        except ValueError as error:
+            raise ValueError(str(error)) from None
     if setup.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {setup.steps}")
     if not math.isfinite(args.cfg):
@@ -341,8 +353,18 @@ def generate_clip(
     depth: Image.Image | None,
     trajectory: CameraTrajectory,
 ) -> DualCamCtrlOutput:
-    """Generate one prepared clip."""
+    """Generate one prepared clip, or a chain of clips when ``--frames`` exceeds ``--chunk-frames`` (finished clips
+    are kept beside ``--out`` until the run is saved, so a rerun goes on from the first missing one)."""
     width, height = setup.size
+    if setup.frames > args.chunk_frames:
+        from ..world.long import resume_folder
+
+        return pipe.generate_long(
+            prompt=args.prompt, negative_prompt=args.negative_prompt, input_image=image, input_depth=depth,
+            camera=trajectory, height=height, width=width, num_frames=setup.frames, chunk_frames=args.chunk_frames,
+            num_inference_steps=setup.steps, cfg_scale=args.cfg, seed=args.seed, t2v=args.t2v,
+            step_cache_threshold=args.step_cache, resume_dir=resume_folder(args.out),
+        )
     return pipe(
         prompt=args.prompt, negative_prompt=args.negative_prompt, input_image=image, input_depth=depth,
         camera=trajectory, height=height, width=width, num_frames=setup.frames, num_inference_steps=setup.steps,
@@ -401,7 +423,15 @@ def run(args: argparse.Namespace) -> int:
     if rank != 0:  # every rank holds the same clip; the first one writes it
         return 0
     written = output.save(args.out, fps=args.fps)
+    remove_resume_folder(args)
     print(f"wrote {len(written)} files to {args.out}:")
     for path in written.values():
         print(f"  {path}")
     return 0
+
+
+def remove_resume_folder(args: argparse.Namespace) -> None:
+    """Delete the finished clips of a chained run once its folder is saved."""
+    from ..world.long import resume_folder
+
+    shutil.rmtree(resume_folder(args.out), ignore_errors=True)

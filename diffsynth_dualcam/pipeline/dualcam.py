@@ -327,6 +327,15 @@ class DualCamCtrlPipeline(BasePipeline):
             camera_tensor=camera_tensor,
         )
 
+    def generate_long(self, prompt: str, **kwargs: Any) -> Any:
+        """Generate a camera path longer than one clip as chained clips over a world cache; returns a
+        ``ChainedOutput`` whose ``save`` writes the run folder with ``world.ply``. Arguments: the pipeline call's,
+        plus ``chunk_frames`` (clip length, 4k+1, default 61) and ``resume_dir`` (see
+        ``diffsynth_dualcam.world.long.generate_long``)."""
+        from ..world.long import generate_long
+
+        return generate_long(self, prompt, **kwargs)
+
     def guided_velocity(
         self,
         models: dict[str, torch.nn.Module],

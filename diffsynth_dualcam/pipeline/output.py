@@ -20,7 +20,7 @@ from ..camera import CameraTrajectory
 #: Every file ``save`` may write; ``params.json`` (moved last) marks a finished run.
 OUTPUT_FILES = (
     "video.mp4", "depth.mp4", "side_by_side.mp4", "trajectory.json", "trajectory.png", "camera.safetensors",
-    "input_image.png", "input_depth.png", "params.json",
+    "input_image.png", "input_depth.png", "world.ply", "params.json",
 )
 CAMERA_TENSOR_FILE = "camera.safetensors"
 CAMERA_TENSOR_KEY = "camera"
