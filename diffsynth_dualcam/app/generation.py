@@ -27,7 +27,8 @@ ProgressBar = Callable[[Iterable], Iterable]
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """Everything one generation needs; `depth` None asks for automatic depth."""
+    """Everything one generation needs; `depth` None asks for automatic depth; `resample_camera` stretches the
+    camera path over the clip instead of following it frame by frame."""
 
     image: Image.Image
     depth: Image.Image | None
@@ -40,6 +41,7 @@ class GenerationRequest:
     num_inference_steps: int
     cfg_scale: float
     seed: int | None
+    resample_camera: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class PipelineGenerator:
             input_depth=request.depth, camera=request.camera, height=request.height, width=request.width,
             num_frames=request.num_frames, num_inference_steps=request.num_inference_steps,
             cfg_scale=request.cfg_scale, seed=request.seed, tiled=self.tiled, progress_bar_cmd=progress_bar_cmd,
+            resample_camera=request.resample_camera,
         )
         self.output_root.mkdir(parents=True, exist_ok=True)
         run_dir = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=self.output_root))
