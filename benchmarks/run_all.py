@@ -33,6 +33,7 @@ import bench_compile  # noqa: E402
 import bench_generate  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_plucker  # noqa: E402
+import bench_startup  # noqa: E402
 import bench_step  # noqa: E402
 import bench_vae  # noqa: E402
 from common import SIZES, Row, resolve  # noqa: E402
@@ -58,9 +59,9 @@ def plucker_row(device: str, size: str, repeats: int) -> Row:
 
 #: Benchmark names in the order they run: the Plücker, VAE and memory benchmarks first, since they measure fresh
 #: allocations, which the allocator setting the DiT timings apply on the CPU (for good) would hide.
-RUN_ORDER = ("plucker", "vae", "memory", "step", "cfg", "compile", "cache", "generate", "chain")
+RUN_ORDER = ("startup", "plucker", "vae", "memory", "step", "cfg", "compile", "cache", "generate", "chain")
 #: The order of their rows in the table.
-TABLE_ORDER = ("step", "cfg", "compile", "plucker", "cache", "vae", "generate", "chain", "memory")
+TABLE_ORDER = ("step", "cfg", "compile", "plucker", "cache", "vae", "generate", "chain", "memory", "startup")
 
 
 def benchmark_runners(device: str, size: str, repeats: int) -> dict[str, Callable[[], list[Row]]]:
@@ -70,6 +71,7 @@ def benchmark_runners(device: str, size: str, repeats: int) -> dict[str, Callabl
     full-size DiT already fills a large GPU, so where merging pays shows at the smaller size."""
     cfg_sizes = [size, "mid"] if device.startswith("cuda") and size == "full" else [size]
     return {
+        "startup": lambda: bench_startup.run(repeats),
         "plucker": lambda: [plucker_row(device, size, repeats)],
         "vae": lambda: bench_vae.run(device, size=size, repeats=repeats),
         "memory": lambda: bench_memory.run(device, size=size if size in bench_memory.VIDEO else None,

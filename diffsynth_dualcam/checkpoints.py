@@ -20,14 +20,12 @@ from diffsynth.core.vram.initialization import skip_model_initialization
 from safetensors import safe_open
 from tqdm import tqdm
 
+from .checkpoint_files import DIT_FILE_NAME, OFFICIAL_FILE_NAME, OFFICIAL_REPO_ID, add_arguments, run
 from .io import atomic_output
 from .models import OFFICIAL_CONFIG, DualCamCtrlDiT
 from .models.config import normalize_config
 from .registry import CONFIG_METADATA_KEY, layout_difference, read_config_metadata
 
-DIT_FILE_NAME = "dualcamctrl_dit.safetensors"
-OFFICIAL_FILE_NAME = "dualcamctrl_diffusion_transformer.pt"
-OFFICIAL_REPO_ID = "FayeHongfeiZhang/DualCamCtrl"
 #: Prefix a distributed-training wrapper puts before every key.
 MODULE_PREFIX = "module."
 #: Prefixes of the DiT keys in training-module checkpoints.
@@ -272,19 +270,6 @@ def official_dit_path(
             )
         official = Path(found)
     return convert_official_checkpoint(official, checkpoint_dir, config)["dit"]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``dualcam convert-checkpoint``."""
-    parser.add_argument("input", help=f"the official {OFFICIAL_FILE_NAME} (or another training-module .pt)")
-    parser.add_argument("out_dir", help=f"folder for {DIT_FILE_NAME} and the other components' safetensors")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Convert a checkpoint and print where each component went."""
-    for component, path in convert_official_checkpoint(args.input, args.out_dir).items():
-        print(f"{component}: {path}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,16 +1,19 @@
 """`dualcam` command line: one sub-command per part of the project.
 
-Each entry of ``COMMANDS`` names a module that defines ``add_arguments(parser)`` and ``run(args) -> int``.
+Each entry of ``COMMANDS`` names a module that defines ``add_arguments(parser)`` and ``run(args) -> int``. Only the
+module of the command given is imported, and those modules import torch, DiffSynth and the like inside ``run``, so
+that ``--help`` and argument errors answer at once.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+from collections.abc import Iterable
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("diffsynth_dualcam.pipeline.cli", "Generate a camera-controlled video and its depth video"),
-    "convert-checkpoint": ("diffsynth_dualcam.checkpoints", "Convert the official DualCamCtrl .pt to safetensors"),
+    "convert-checkpoint": ("diffsynth_dualcam.checkpoint_files", "Convert the official DualCamCtrl .pt to safetensors"),
     "trajectory": ("diffsynth_dualcam.camera.cli", "Show, convert and create camera trajectories (presets, plots)"),
     "export-3d": ("diffsynth_dualcam.export3d", "A generated run as a point cloud, COLMAP model or 3D Gaussians"),
     "app": ("diffsynth_dualcam.app.cli", "Serve the web app (official weights, or the tiny model when none)"),
@@ -21,21 +24,27 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the top-level parser with every sub-command."""
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The top-level parser listing every sub-command, with the arguments of ``commands`` (default: all of them;
+    each one's module is imported)."""
     parser = argparse.ArgumentParser(prog="dualcam", description="DualCamCtrl: camera-controlled RGB + depth video.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    with_arguments = set(COMMANDS if commands is None else commands)
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(sub)
-        sub.set_defaults(_run=module.run)
+        if name in with_arguments:
+            module = importlib.import_module(module_name)
+            module.add_arguments(sub)
+            sub.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `dualcam` console script; returns the exit code."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The first word that is not an option names the command: only its module is needed to parse the rest.
+    command = next((word for word in argv if not word.startswith("-")), None)
+    parser = build_parser([command] if command in COMMANDS else [])
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)

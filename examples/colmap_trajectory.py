@@ -27,7 +27,8 @@ print(f"{len(camera)} COLMAP images, {camera.source_size[0]}x{camera.source_size
 output = pipe(
     prompt="An empty desert highway with the Route 66 emblem on the asphalt under a glowing orange sunset sky.",
     input_image=Image.open(DEMO_DIR / "route66.jpg"), input_depth=Image.open(DEMO_DIR / "route66_depth.jpg"),
-    camera=camera, seed=42, **size,  # resampled to num_frames over the whole reconstruction
+    camera=camera, seed=42, **size,
+    resample_camera=True,  # the whole reconstruction stretched over num_frames (default: its first num_frames images)
 )
 for path in output.save(out_dir).values():
     print(path)

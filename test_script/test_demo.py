@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 
 from diffsynth_dualcam.camera import CameraTrajectory
+from diffsynth_dualcam.checkpoint_files import local_official_dit
 from diffsynth_dualcam.io import atomic_output
 from diffsynth_dualcam.pipeline import DualCamCtrlOutput, DualCamCtrlPipeline
 from diffsynth_dualcam.pipeline.cli import TINY_NOTICE
-from diffsynth_dualcam.pipeline.dualcam import local_official_dit
 from diffsynth_dualcam.testing import tiny_pipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -365,6 +365,20 @@ def test_build_camera_from_each_source(upload_root):
         build_camera("Trajectory file", "dolly_in", 1.0, [], None, 90.0, 9, 96, 64)
 
 
+def test_uploaded_path_is_followed_frame_by_frame_unless_resampled(upload_root):
+    recorded = CameraTrajectory.preset("orbit_left", num_frames=17)
+    upload = str(recorded.save(upload_root / "orbit.json"))
+    followed = build_camera("Trajectory file", "dolly_in", 1.0, [upload], None, 90.0, 9, 96, 64)
+    np.testing.assert_allclose(followed.c2w, recorded.c2w[:9], atol=1e-9)
+    stretched = build_camera("Trajectory file", "dolly_in", 1.0, [upload], None, 90.0, 9, 96, 64, True)
+    np.testing.assert_allclose(stretched.c2w, recorded.c2w[::2], atol=1e-9)  # 17 cameras over 9 frames
+    with pytest.raises(ValueError, match="has 17 frames, num_frames=21 are needed: .* at most 17 frames"):
+        build_camera("Trajectory file", "dolly_in", 1.0, [upload], None, 90.0, 21, 96, 64)
+    plot, message = preview_camera("Trajectory file", "dolly_in", 1.0, [upload], None, 90.0, 21, 96, 64, False)
+    assert plot is None and "resample_camera" in message
+    assert len(build_camera("Trajectory file", "dolly_in", 1.0, [upload], None, 90.0, 21, 96, 64, True)) == 21
+
+
 class RecordingGenerate:
     """Stands in for the pipeline: records the request, writes placeholder files, drives the progress bar."""
 

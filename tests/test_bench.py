@@ -43,13 +43,15 @@ def test_run_all_prints_the_table_and_rewrites_only_its_readme_section(tmp_path:
     printed = capsys.readouterr().out
     table_lines = [line for line in printed.splitlines() if line.startswith("| ")]
     # Header plus one row per measurement: step, CFG, compiled step, Plücker, cache, VAE time and memory,
-    # generation, chaining overhead, and the generation's peak memory with and without offloading.
+    # generation, chaining overhead, the generation's peak memory with and without offloading, and the two
+    # start-up rows.
     fragments = ("one denoising step, dual-branch vs single-branch", "guidance, one merged call vs two calls",
                  "one denoising step, compiled DiT vs eager", "Plücker map", "denoising loop, step cache",
                  "VAE decode time", "VAE decode peak memory",
                  "end-to-end generation", "chaining overhead",
                  "peak memory of one generation, all models on the device",
-                 "peak memory of one generation, --offload")
+                 "peak memory of one generation, --offload", "start-up: `dualcam --help`",
+                 "start-up: refused `dualcam generate")
     assert len(table_lines) == 1 + len(fragments)
     for fragment, line in zip(fragments, table_lines[1:]):
         assert fragment in line
@@ -155,7 +157,7 @@ def test_only_runs_the_named_benchmarks_and_prints_only(tmp_path: Path, capsys, 
     assert readme.read_text() == before
     with pytest.raises(SystemExit):
         run_all.main(["--size", "tiny", "--only", "step,warp"])
-    assert "--only takes names from plucker, vae" in capsys.readouterr().err
+    assert "--only takes names from startup, plucker, vae" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"unknown benchmark\(s\) \['warp'\]"):
         run_all.run_all("cpu", "tiny", only=["warp"])
 

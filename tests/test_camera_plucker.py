@@ -100,7 +100,7 @@ def test_matches_diffsynth_on_demo(demo_dir, size):
 
 
 def test_demo_plucker_matches_reference_pipeline(demo_dir):
-    # The acceptance chain, against the reference written out in float64 from SPEC section 4.
+    # The acceptance chain, against the reference written out in float64 from docs/model.md, Camera conditioning.
     width, height = 48, 32
     for name in ("astronaut", "route66", "seaside"):
         rows = torch.load(demo_dir / f"{name}.torch", weights_only=True)["cameras"].double().numpy()[:5]

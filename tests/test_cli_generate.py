@@ -86,7 +86,8 @@ def test_depth_model_option_loads_the_given_model(inputs, tmp_path):
 def test_missing_official_weights_fall_back_to_tiny_defaults(tmp_path):
     parser = argparse.ArgumentParser()
     generate_cli.add_arguments(parser)
-    setup = generate_cli.resolve_setup(parser.parse_args(["--preset", "static", "--checkpoint-dir", str(tmp_path)]))
+    setup = generate_cli.resolve_setup(parser.parse_args(["--t2v", "--preset", "static", "--checkpoint-dir",
+                                                          str(tmp_path)]))
     assert setup.tiny and "not found" in setup.reason
     assert (setup.size, setup.frames, setup.steps) == ((96, 64), 9, 3)
 
@@ -145,7 +146,9 @@ BAD_INPUTS = [
     (["--image", "{inputs}/image.png", "--depth", "{inputs}/depth.png", "--trajectory", "{inputs}/depth.png"],
      "not a UTF-8 text file and not a torch file"),
     (["--image", "{inputs}/image.png", "--depth", "{inputs}/depth.png", "--trajectory", "{inputs}/one_frame.json"],
-     "at least 2 are needed to resample it"),
+     "camera trajectory has 1 frames, num_frames=9 are needed: the path is followed frame by frame"),
+    (["--image", "{inputs}/image.png", "--depth", "{inputs}/depth.png", "--trajectory", "{inputs}/one_frame.json",
+      "--resample-camera"], "at least 2 are needed to resample it"),
     (["--image", "{inputs}/image.png", "--depth", "{inputs}/depth16.png", "--preset", "static"],
      "--depth: {inputs}/depth16.png has PIL mode 'I;16', expected an 8-bit image"),
     (["--image", "{inputs}/depth16.png", "--depth", "{inputs}/depth.png", "--preset", "static"],
@@ -206,7 +209,7 @@ def test_batch_clips_without_a_camera_take_the_command_lines(inputs, tmp_path, c
     assert code == 0, stderr
     for name, camera in (("default", CameraTrajectory.load(trajectory_file)),
                          ("own", CameraTrajectory.preset("pan_left", num_frames=5))):
-        expected = prepare_trajectory(camera, 5, 64, 48, None, resample=True).to_realestate10k()
+        expected = prepare_trajectory(camera, 5, 64, 48, None, resample=False).to_realestate10k()
         rows = json.loads((out / name / "params.json").read_text())["camera"]["realestate10k"]
         np.testing.assert_allclose(rows, expected, atol=1e-9)
 
@@ -276,3 +279,44 @@ def test_a_depth_map_of_another_frame_damaged_exif_and_links_to_nowhere_fail_bef
     code, _, stderr = run_cli(capsys, *common, "--out", str(tmp_path / "run"))
     assert code == 2 and "holds damaged EXIF data (not a TIFF file)" in stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_recorded_path_is_followed_frame_by_frame(demo_dir, tmp_path, capsys):
+    """``--frames 61`` on the 142-camera demo path records its first 61 cameras made relative to the first, with the
+    intrinsics cover-cropped to the output: computed here from the raw .torch rows."""
+    out = tmp_path / "run"
+    code, _, stderr = run_cli(
+        capsys, "--tiny", "--image", str(demo_dir / "astronaut.png"), "--depth", str(demo_dir / "astronaut_depth.png"),
+        "--trajectory", str(demo_dir / "astronaut.torch"), "--frames", "61", "--size", "96x64", "--steps", "1",
+        "--out", str(out),
+    )
+    assert code == 0, stderr
+    rows = torch.load(demo_dir / "astronaut.torch", weights_only=True)["cameras"].double().numpy()
+    assert len(rows) == 142
+    w2c = np.tile(np.eye(4), (61, 1, 1))
+    w2c[:, :3, :] = rows[:61, 6:].reshape(61, 3, 4)
+    expected_c2w = w2c[0] @ np.linalg.inv(w2c)
+    # Demo .torch rows are normalised by RealEstate10K's 640 x 360 frames (docs/camera.md), wider than 96 x 64:
+    # scaled to cover 64 high, left and right cropped.
+    ratio = (64 * 640 / 360) / 96
+    fx, fy, cx, cy = rows[:61, 0] * ratio, rows[:61, 1], 0.5 + (rows[:61, 2] - 0.5) * ratio, rows[:61, 3]
+    recorded = json.loads((out / "trajectory.json").read_text())
+    assert len(recorded["frames"]) == 61
+    np.testing.assert_allclose([frame["c2w"] for frame in recorded["frames"]], expected_c2w, atol=1e-6)
+    np.testing.assert_allclose([frame["intrinsics"] for frame in recorded["frames"]],
+                               np.stack([fx, fy, cx, cy], axis=1), atol=1e-6)
+    assert json.loads((out / "params.json").read_text())["resample_camera"] is False
+
+
+def test_resample_camera_stretches_the_recorded_path(demo_dir, tmp_path):
+    """With ``--resample-camera`` the whole path spans the clip: its last frame is the file's last camera."""
+    parser = argparse.ArgumentParser()
+    generate_cli.add_arguments(parser)
+    camera = str(demo_dir / "astronaut.torch")
+    common = ["--tiny", "--t2v", "--trajectory", camera, "--frames", "61", "--size", "96x64", "--out",
+              str(tmp_path / "run")]
+    _, _, _, followed = generate_cli.prepare_clip(parser.parse_args(common))
+    _, _, _, stretched = generate_cli.prepare_clip(parser.parse_args([*common, "--resample-camera"]))
+    whole = CameraTrajectory.load(camera).relative()
+    np.testing.assert_allclose(stretched.c2w[-1], whole.c2w[-1], atol=1e-9)
+    np.testing.assert_allclose(followed.c2w[-1], whole.c2w[60], atol=1e-9)

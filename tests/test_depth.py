@@ -91,3 +91,98 @@ def test_tiny_depth_estimator_matches_the_saved_tiny_model(tiny_model_dir, photo
     assert not in_memory.is_metric
     np.testing.assert_allclose(in_memory.disparity(photo), loaded.disparity(photo), rtol=1e-5, atol=1e-6)
     assert in_memory(photo).mode == "L" and in_memory(photo).size == photo.size
+
+
+class HubLoaderRecorder:
+    """Stands in for transformers' ``from_pretrained``: records ``local_files_only`` of each call and loads the tiny
+    model from its folder when the "cache" holds it; any call that would download fails the test."""
+
+    def __init__(self, cached_dir=None):
+        self.cached_dir = cached_dir
+        self.calls = []
+
+    def loader(self, real_loader):
+        def from_pretrained(model_id, local_files_only=False, **kwargs):
+            self.calls.append(local_files_only)
+            if not local_files_only:
+                raise AssertionError("the hub was asked for files")
+            if self.cached_dir is None:
+                raise OSError(f"{model_id} is not in the cache")
+            return real_loader(str(self.cached_dir), local_files_only=True, **kwargs)
+
+        return from_pretrained
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """Patches transformers' loaders and the hub check; returns a function that makes a recorder for a cache."""
+    import transformers
+
+    from diffsynth_dualcam import depth
+
+    checks = []
+
+    def no_check(model_id, timeout=depth.HUB_CHECK_TIMEOUT):
+        checks.append(model_id)
+        raise OSError(f"{model_id} is not in the local cache and the hub did not answer (ConnectError)")
+
+    monkeypatch.setattr(depth, "check_hub_reachable", no_check)
+
+    def make(cached_dir=None):
+        recorder = HubLoaderRecorder(cached_dir)
+        for name in ("AutoImageProcessor", "AutoModelForDepthEstimation"):
+            cls = getattr(transformers, name)
+            monkeypatch.setattr(cls, "from_pretrained", recorder.loader(cls.from_pretrained))
+        recorder.checks = checks
+        return recorder
+
+    return make
+
+
+@pytest.mark.parametrize("setting", [("HF_HUB_OFFLINE", "1"), ("DIFFSYNTH_SKIP_DOWNLOAD", "true")])
+def test_an_uncached_hub_model_with_downloads_off_fails_at_once(hub, monkeypatch, setting):
+    for name in ("HF_HUB_OFFLINE", "DIFFSYNTH_SKIP_DOWNLOAD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(*setting)
+    recorder = hub()
+    with pytest.raises(OSError, match=f"downloads are off: {setting[0]} is set"):
+        DepthEstimator.from_pretrained("depth-anything/Depth-Anything-V2-Small-hf")
+    assert recorder.calls == [True] and recorder.checks == []
+
+
+def test_an_uncached_hub_model_is_not_downloaded_when_the_hub_does_not_answer(hub, monkeypatch):
+    for name in ("HF_HUB_OFFLINE", "DIFFSYNTH_SKIP_DOWNLOAD"):
+        monkeypatch.delenv(name, raising=False)
+    recorder = hub()
+    with pytest.raises(OSError, match="the hub did not answer"):
+        DepthEstimator.from_pretrained("depth-anything/Depth-Anything-V2-Small-hf")
+    assert recorder.calls == [True]  # the cache was looked in, the download never started
+    assert recorder.checks == ["depth-anything/Depth-Anything-V2-Small-hf"]
+
+
+def test_a_cached_hub_model_loads_without_asking_the_hub(hub, monkeypatch, tiny_model_dir, photo):
+    for name in ("HF_HUB_OFFLINE", "DIFFSYNTH_SKIP_DOWNLOAD"):
+        monkeypatch.delenv(name, raising=False)
+    recorder = hub(cached_dir=tiny_model_dir)
+    estimator = DepthEstimator.from_pretrained("depth-anything/Depth-Anything-V2-Small-hf")
+    assert recorder.calls == [True, True] and recorder.checks == []
+    reference = tiny_depth_estimator()
+    np.testing.assert_allclose(estimator.disparity(photo), reference.disparity(photo), rtol=1e-5, atol=1e-6)
+
+
+def test_the_hub_check_makes_one_request_and_names_the_failure(monkeypatch):
+    import huggingface_hub
+
+    from diffsynth_dualcam.depth import check_hub_reachable
+
+    requests = []
+
+    def unreachable(self, repo_id, timeout=None, **kwargs):
+        requests.append((repo_id, timeout))
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", unreachable)
+    with pytest.raises(OSError, match=r"org/model is not in the local cache and the hub did not answer "
+                                      r"\(ConnectionError: Name or service not known\)"):
+        check_hub_reachable("org/model", timeout=3.0)
+    assert requests == [("org/model", 3.0)]

@@ -1,4 +1,4 @@
-"""DualCamCtrlDiT: SPEC §3 forward, block order, batching, equivalence with plain Wan, layout and errors."""
+"""DualCamCtrlDiT: docs/model.md's forward, block order, batching, equivalence with plain Wan, layout, errors."""
 import pytest
 import torch
 from diffsynth.models.wan_video_dit import (
@@ -70,7 +70,8 @@ def linear_fuse(dit: DualCamCtrlDiT, group: str, index: int, rgb, depth, grid):
 
 def spec_forward(dit: DualCamCtrlDiT, x, depth_latents, timestep, context, clip_feature, y, depth_y, camera_latents,
                  fuse=module_fuse):
-    """SPEC §3 written out independently, calling only the DiT's submodules (and ``fuse`` for the fusion)."""
+    """docs/model.md, Forward pass, written out independently, calling only the DiT's submodules (and ``fuse`` for
+    the fusion)."""
     batch, dim = x.shape[0], dit.dim
     t_emb = dit.time_embedding(sinusoidal_embedding_1d(dit.freq_dim, timestep))
     t_mod = dit.time_projection(t_emb).reshape(batch, 6, dim)
@@ -343,7 +344,7 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients():
 
 
 def test_reference_layout_state_dict_loads_strictly():
-    """Key names and shapes built from SPEC §2, independently of the DiT class."""
+    """Key names and shapes built from docs/model.md (State-dict names), independently of the DiT class."""
     with torch.device("meta"):
         wan_shapes = {k: v.shape for k, v in WanModel(**BASE_CONFIG).state_dict().items()}
     block_shapes = {k[len("blocks.0."):]: v for k, v in wan_shapes.items() if k.startswith("blocks.0.")}

@@ -1,4 +1,5 @@
-"""Fusion modules: SPEC §2 shapes, the maths against independent F.conv3d formulas, and the token layout."""
+"""Fusion modules: the shapes of docs/model.md (State-dict names), the maths against independent F.conv3d formulas,
+and the token layout."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,7 @@ def randomize(module: torch.nn.Module, seed: int = 0) -> None:
 
 
 def reference_sigma(weights: dict[str, torch.Tensor], rgb, other, f, h, w):
-    """SPEC §2 written out with F.conv3d on weights looked up by their state-dict names."""
+    """docs/model.md, Fusion maths, written out with F.conv3d on weights looked up by their state-dict names."""
     batch, _, channels = rgb.shape
     x = rgb.reshape(batch, f, h, w, channels).permute(0, 4, 1, 2, 3)
     r = other.reshape(batch, f, h, w, channels).permute(0, 4, 1, 2, 3)

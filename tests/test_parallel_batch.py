@@ -90,7 +90,8 @@ def test_a_clip_sets_its_inputs_and_its_camera_as_a_whole() -> None:
     assert own_default_options({"name": "a", "image": "b.png"}) == {"depth", "t2v"}
     assert own_default_options({"name": "a", "t2v": False, "image": "b.png"}) == {"depth", "t2v"}
     assert own_default_options({"name": "a", "preset": "static", "steps": None}) == {"trajectory", "source_size",
-                                                                                      "speed", "steps"}
+                                                                                      "speed", "resample_camera",
+                                                                                      "steps"}
 
 
 def _command_line(*options: str) -> argparse.Namespace:

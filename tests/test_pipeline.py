@@ -191,9 +191,9 @@ def test_guidance_formula_on_both_branches(pipe):
 
 
 def test_trajectory_equals_packed_tensor(pipe, image, depth, reference, tmp_path):
-    """The pipeline's camera handling equals doing it by hand: relative, resample, cover-crop, Plücker, pack.
+    """The pipeline's camera handling equals doing it by hand: first frames, relative, cover-crop, Plücker, pack.
     A run from a tensor saves it (as the DiT received it, float32 here) to camera.safetensors with its digest."""
-    trajectory = orbit().resampled(FRAMES).relative().cover_crop((128, 72), (WIDTH, HEIGHT))
+    trajectory = orbit()[:FRAMES].relative().cover_crop((128, 72), (WIDTH, HEIGHT))
     packed = pack_plucker(trajectory.plucker(HEIGHT, WIDTH)).double()
     from_tensor = generate(pipe, input_image=image, input_depth=depth, camera=packed)
     assert torch.equal(from_tensor.latents, reference.latents)
@@ -274,7 +274,8 @@ def test_params_record_inputs_and_trajectory(reference):
 
 
 def test_first_frame_conditioning(pipe, image, depth):
-    """y / depth_y: the VAE latent of the image / of the 3-channel depth map at frame 0, zeros after (SPEC §3, §6)."""
+    """y / depth_y: the VAE latent of the image / of the 3-channel depth map at frame 0, zeros after (docs/model.md,
+    Forward pass and Depth input)."""
     rgb_frame, depth_frame = prepare_image(image, WIDTH, HEIGHT), prepare_depth(depth, WIDTH, HEIGHT)
     gray = np.asarray(cover_resize(depth, WIDTH, HEIGHT), dtype=np.float32)
     depth_input = pipe.preprocess_image(depth_frame)
@@ -337,8 +338,9 @@ BAD_ARGUMENTS = [
     ({"t2v": True}, ValueError, "t2v=True generates from the prompt alone"),
     ({"camera": None}, TypeError, "camera must be a .*CameraTrajectory"),
     ({"camera": [[0.0] * 18]}, TypeError, "camera must be a .*CameraTrajectory"),
-    ({"camera": orbit(num_frames=1)}, ValueError, "at least 2 are needed to resample"),
-    ({"camera": orbit(num_frames=3), "resample_camera": False}, ValueError, "has 3 frames, num_frames=5 are needed"),
+    ({"camera": orbit(num_frames=1), "resample_camera": True}, ValueError, "at least 2 are needed to resample"),
+    ({"camera": orbit(num_frames=3)}, ValueError, "has 3 frames, num_frames=5 are needed: the path is followed frame "
+                                                  "by frame; ask for at most 1 frames, or stretch it"),
     ({"camera": torch.zeros(24, 3, HEIGHT, WIDTH)}, ValueError, "camera tensor must be packed Plücker maps"),
     ({"camera": torch.zeros(2, 24, 2, HEIGHT, WIDTH)}, ValueError, "camera tensor must be packed Plücker maps"),
     ({"camera": torch.zeros(24, 2, HEIGHT, WIDTH, dtype=torch.int64)}, TypeError, "camera tensor must be floating"),
@@ -392,10 +394,13 @@ def test_params_name_the_models(pipe, reference):
     assert DualCamCtrlPipeline().model_source == DIRECT_MODEL_SOURCE
 
 
-def test_longer_trajectory_is_truncated_without_resampling(pipe, image, depth):
-    output = generate(pipe, input_image=image, input_depth=depth, camera=orbit(num_frames=13), resample_camera=False)
-    expected = orbit(num_frames=13)[:FRAMES].cover_crop((128, 72), (WIDTH, HEIGHT))
+def test_longer_trajectory_is_stretched_with_resample_camera(pipe, image, depth):
+    output = generate(pipe, input_image=image, input_depth=depth, camera=orbit(num_frames=13), resample_camera=True)
+    # Frames 0, 3, 6, 9, 12 of the 13 fall exactly on the stretched clip's 5.
+    expected = orbit(num_frames=13)[::3].cover_crop((128, 72), (WIDTH, HEIGHT))
     np.testing.assert_allclose(output.trajectory.c2w, expected.c2w, atol=1e-12)
+    np.testing.assert_allclose(output.trajectory.intrinsics, expected.intrinsics, atol=1e-12)
+    assert output.params["resample_camera"] is True
 
 
 def test_a_depth_map_of_another_frame_is_refused(pipe, image):

@@ -33,7 +33,7 @@ def generate(pipe: DualCamCtrlPipeline):
     rng = np.random.default_rng(1)
     image = Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8))
     depth = Image.fromarray(rng.integers(0, 256, (64, 96), dtype=np.uint8))
-    camera = CameraTrajectory(np.tile(np.eye(4), (2, 1, 1)), np.tile([0.7, 1.0, 0.5, 0.5], (2, 1)))
+    camera = CameraTrajectory(np.tile(np.eye(4), (5, 1, 1)), np.tile([0.7, 1.0, 0.5, 0.5], (5, 1)))
     camera.c2w[1, :3, 3] = [0.2, 0.0, 0.1]
     return pipe("a quiet street", "noise", input_image=image, input_depth=depth, camera=camera, height=64, width=96,
                 num_frames=5, num_inference_steps=2, seed=11, progress_bar_cmd=quiet)

@@ -6,8 +6,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from ..depth import DEFAULT_DEPTH_MODEL
 
 if TYPE_CHECKING:
@@ -27,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "a tiny random one on the tiny model)")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs") / "app",
                         help="where each generation's folder is written (default outputs/app)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="torch device (default: cuda when available)")
+    parser.add_argument("--device", default="auto",
+                        help="torch device: cpu, cuda, cuda:1, ... (default auto: cuda when available, else cpu)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the DiT blocks (regional compilation; the first generation compiles)")
 
@@ -46,12 +44,16 @@ def load_generator(args: argparse.Namespace) -> tuple[PipelineGenerator, AppSett
     The DiT is compiled when `args.compile` is set and a CPU process keeps freed memory for reuse
     (``parallel.backend.configure_runtime``); a line on stderr names the device, dtype and attention kernel.
     """
+    import torch
+
     from ..parallel.backend import configure_runtime
     from ..pipeline import DualCamCtrlPipeline
+    from ..pipeline.cli import check_device
     from ..testing import tiny_depth_estimator, tiny_pipeline
     from .generation import PipelineGenerator
     from .ui import AppSettings
 
+    args.device = check_device(args.device)
     if not args.tiny and has_weights(args.checkpoint_dir):
         dtype = torch.bfloat16 if str(args.device).startswith("cuda") else torch.float32
         pipe = DualCamCtrlPipeline.from_pretrained(checkpoint_dir=args.checkpoint_dir, device=args.device,

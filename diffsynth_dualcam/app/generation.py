@@ -30,7 +30,8 @@ SCENE_FILE = "scene.glb"
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """Everything one generation needs; `depth` None asks for automatic depth."""
+    """Everything one generation needs; `depth` None asks for automatic depth; `resample_camera` stretches the
+    camera path over the clip instead of following it frame by frame."""
 
     image: Image.Image
     depth: Image.Image | None
@@ -43,6 +44,7 @@ class GenerationRequest:
     num_inference_steps: int
     cfg_scale: float
     seed: int | None
+    resample_camera: bool = False
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class PipelineGenerator:
             input_depth=request.depth, camera=request.camera, height=request.height, width=request.width,
             num_frames=request.num_frames, num_inference_steps=request.num_inference_steps,
             cfg_scale=request.cfg_scale, seed=request.seed, tiled=self.tiled, progress_bar_cmd=progress_bar_cmd,
+            resample_camera=request.resample_camera,
         )
         if request.num_frames > self.chunk_frames:
             output = self.pipe.generate_long(**arguments, chunk_frames=self.chunk_frames)

@@ -15,6 +15,7 @@ import gradio as gr
 from PIL import Image
 
 from ..camera import CameraTrajectory
+from ..pipeline.inputs import fit_trajectory_length
 from .generation import Generate, GenerationRequest, GenerationResult
 from .keyframes import KEYFRAME_COLUMNS, keyframes_to_trajectory
 from .scene import PreviewFolder, scene_preview
@@ -66,14 +67,16 @@ def build_camera(
     num_frames: int,
     width: int,
     height: int,
+    resample_camera: bool = False,
 ) -> CameraTrajectory:
-    """The trajectory chosen on the page (raises UploadError/ValueError with a message for the user)."""
+    """The trajectory chosen on the page, `num_frames` long (raises UploadError/ValueError with a message for the
+    user). An uploaded path is followed frame by frame, or stretched over the clip with `resample_camera`."""
     if source == "Preset":
         return CameraTrajectory.preset(preset, num_frames=int(num_frames), speed=float(speed))
     if source == "Trajectory file":
         if not trajectory_files:
             raise UploadError("trajectory file: upload a trajectory first (or choose a preset)")
-        return load_trajectory_upload(trajectory_files)
+        return fit_trajectory_length(load_trajectory_upload(trajectory_files), int(num_frames), bool(resample_camera))
     if source == "Keyframes":
         intrinsics = keyframe_intrinsics(float(field_of_view), int(width), int(height))
         trajectory = keyframes_to_trajectory(keyframe_rows or [], int(num_frames), intrinsics)
@@ -140,6 +143,7 @@ class PageHandlers:
         cfg_scale: float,
         seed: float | None,
         progress: gr.Progress | None = None,
+        resample_camera: bool = False,
     ) -> tuple:
         """Validate everything, generate, and return the page's outputs."""
         try:
@@ -149,11 +153,12 @@ class PageHandlers:
             depth = load_image_upload(depth_path, "depth map") if depth_path is not None else None
             height, width, num_frames = int(height), int(width), int(num_frames)
             camera = build_camera(source, preset, speed, trajectory_files, keyframe_rows, field_of_view, num_frames,
-                                  width, height)
+                                  width, height, resample_camera)
             request = GenerationRequest(
                 image=image, depth=depth, prompt=str(prompt or ""), negative_prompt=str(negative_prompt or ""),
                 camera=camera, height=height, width=width, num_frames=num_frames, num_inference_steps=int(steps),
                 cfg_scale=float(cfg_scale), seed=None if seed is None or int(seed) < 0 else int(seed),
+                resample_camera=bool(resample_camera),
             )
         except (ValueError, TypeError) as error:
             raise gr.Error(str(error)) from None
@@ -215,6 +220,9 @@ def build_app(generate: Generate, settings: AppSettings | None = None) -> gr.Blo
                               "or a COLMAP model: cameras + images .txt or .bin, or a .zip of them)",
                         file_count="multiple", file_types=list(UPLOAD_SUFFIXES), elem_id="trajectory-upload",
                     )
+                    resample_camera = gr.Checkbox(
+                        value=False, label="Resample camera: stretch the whole path over the clip (default: follow "
+                                           "it frame by frame, its first cameras)", elem_id="resample-camera")
                 with gr.Group(visible=False, elem_id="keyframe-camera") as keyframe_group:
                     keyframes = gr.Dataframe(
                         value=default_keyframes, headers=KEYFRAME_COLUMNS, datatype="number", type="array",
@@ -259,7 +267,8 @@ def build_app(generate: Generate, settings: AppSettings | None = None) -> gr.Blo
         source_groups = [preset_group, file_group, keyframe_group]
         source.change(lambda chosen: [gr.update(visible=chosen == name) for name in CAMERA_SOURCES], source,
                       source_groups, queue=False)
-        camera_inputs = [source, preset, speed, trajectory_files, keyframes, field_of_view, num_frames, width, height]
+        camera_inputs = [source, preset, speed, trajectory_files, keyframes, field_of_view, num_frames, width, height,
+                         resample_camera]
         for control in camera_inputs:
             control.change(preview_camera, camera_inputs, [camera_plot, camera_status], queue=False,
                            show_progress="hidden")
@@ -277,15 +286,15 @@ def build_app(generate: Generate, settings: AppSettings | None = None) -> gr.Blo
 
         def on_generate(image_path, depth_path, prompt, negative_prompt, source, preset, speed, trajectory_files,
                         keyframe_rows, field_of_view, height, width, num_frames, steps, cfg_scale, seed,
-                        progress=gr.Progress()):  # noqa: B008 - gradio injects progress through this default
+                        resample_camera, progress=gr.Progress()):  # noqa: B008 - gradio injects progress
             return handlers.run(image_path, depth_path, prompt, negative_prompt, source, preset, speed,
                                 trajectory_files, keyframe_rows, field_of_view, height, width, num_frames, steps,
-                                cfg_scale, seed, progress)
+                                cfg_scale, seed, progress, resample_camera=resample_camera)
 
         generate_button.click(
             on_generate,
             [image_file, depth_file, prompt, negative_prompt, *camera_inputs[:6], height, width, num_frames, steps,
-             cfg_scale, seed],
+             cfg_scale, seed, resample_camera],
             [video, depth_video, side_by_side, point_cloud, downloads, status, depth_preview, camera_scene],
             concurrency_limit=1, concurrency_id="gpu",
         )

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from scipy.spatial.transform import Rotation
 
 from ..io import atomic_write
@@ -140,6 +139,8 @@ def read_torch(path: Path) -> CameraTrajectory:
     An optional ``"source_size"`` entry (``[width, height]`` or None, written by ``write_torch``) gives the source
     size; without it (the demo files) it is RealEstate10K's 640x360.
     """
+    import torch  # only this format needs it
+
     try:
         content = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for corrupt archives; all mean "not readable"
@@ -446,6 +447,8 @@ def write_realestate10k(trajectory: CameraTrajectory, path: Path) -> None:
 def write_torch(trajectory: CameraTrajectory, path: Path) -> None:
     """The demo format, ``{"cameras": float32 tensor [N, 18]}`` (RealEstate10K rows without timestamp), plus
     ``"source_size": [width, height]`` (or None), which readers of the demo format ignore."""
+    import torch  # only this format needs it
+
     buffer = io.BytesIO()
     cameras = torch.from_numpy(trajectory.to_realestate10k()[:, 1:]).float()
     source_size = list(trajectory.source_size) if trajectory.source_size else None

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from .trajectory import CameraTrajectory, check_size
 
@@ -47,6 +46,8 @@ def _poses(rotations: np.ndarray, centres: np.ndarray) -> np.ndarray:
 
 def _rotation(axis: tuple[float, float, float], sign: float) -> Motion:
     def motion(steps: np.ndarray, degrees_per_frame: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
+        from scipy.spatial.transform import Rotation  # scipy takes 0.5 s to load: only when a preset is made
+
         rotvecs = np.outer(steps * sign * math.radians(degrees_per_frame), axis)
         return _poses(Rotation.from_rotvec(rotvecs).as_matrix(), np.zeros((len(steps), 3))), np.ones(len(steps))
 
@@ -73,6 +74,8 @@ def _orbit(sign: float) -> Motion:
     def motion(
         steps: np.ndarray, distance: float = 1.0, degrees_per_frame: float = 0.5
     ) -> tuple[np.ndarray, np.ndarray]:
+        from scipy.spatial.transform import Rotation  # scipy takes 0.5 s to load: only when a preset is made
+
         if distance <= 0:
             raise ValueError(f"orbit distance must be positive, got {distance}")
         # The camera turns about the vertical axis through the target (0, 0, distance), looking at it throughout.

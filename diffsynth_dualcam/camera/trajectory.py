@@ -1,15 +1,15 @@
 """`CameraTrajectory`: per-frame camera poses and normalised intrinsics, in one convention."""
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from scipy.spatial.transform import Rotation, Slerp
 
-from .plucker import plucker_embedding
+if TYPE_CHECKING:  # torch is imported where a tensor is made, so that camera files are read without it
+    import torch
 
 #: Largest entry of |RᵀR - I| accepted for a rotation block (float32 or 6-digit text rows are ~1e-6 off).
 ROTATION_TOLERANCE = 1e-3
@@ -176,6 +176,8 @@ class CameraTrajectory:
         The normalised intrinsics are used as they are for an image of ``height`` x ``width``; call
         ``cover_crop`` first when the trajectory was recorded at another aspect ratio.
         """
+        from .plucker import plucker_embedding
+
         check_size((width, height), "(width, height)")
         relative = self.relative()
         return plucker_embedding(relative.c2w, relative.pixel_intrinsics(height, width), height, width, device, dtype)
@@ -187,6 +189,8 @@ class CameraTrajectory:
         if len(self) == 1:
             return CameraTrajectory(np.repeat(self.c2w, num_frames, 0), np.repeat(self.intrinsics, num_frames, 0),
                                     self.source_size)
+        from scipy.spatial.transform import Rotation, Slerp  # scipy takes 0.5 s to load: only when it is needed
+
         times = np.arange(len(self), dtype=np.float64)
         new_times = np.linspace(0.0, len(self) - 1, num_frames)
         c2w = np.tile(np.eye(4), (num_frames, 1, 1))
@@ -235,7 +239,8 @@ class CameraTrajectory:
         world-to-camera. Distortion coefficients are ignored (RealEstate10K stores zeros). ``source_size``
         defaults to RealEstate10K's 640x360 frames, so that ``cover_crop`` adapts the intrinsics to any output.
         """
-        if isinstance(rows, torch.Tensor):
+        torch_module = sys.modules.get("torch")  # rows cannot be a tensor unless torch was imported
+        if torch_module is not None and isinstance(rows, torch_module.Tensor):
             rows = _tensor_rows(rows)
         try:
             rows = np.array(rows, dtype=np.float64)
@@ -319,13 +324,13 @@ def check_size(size: Any, name: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
-#: Integer dtypes accepted for RealEstate10K rows given as a tensor (every floating-point dtype is accepted too).
-_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16, torch.uint32,
-                   torch.uint64)
-
-
 def _tensor_rows(rows: torch.Tensor) -> np.ndarray:
     """A dense real float or integer tensor as a float64 array; a ValueError for any other kind of tensor."""
+    import torch
+
+    # Integer dtypes accepted (every floating-point dtype is accepted too).
+    integer_dtypes = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16, torch.uint32,
+                      torch.uint64)
     if rows.is_nested:
         kind = "a nested tensor"
     elif rows.is_quantized:
@@ -334,7 +339,7 @@ def _tensor_rows(rows: torch.Tensor) -> np.ndarray:
         kind = "a meta tensor (it holds no data)"
     elif rows.layout != torch.strided:
         kind = f"a {str(rows.layout).removeprefix('torch.')} tensor"
-    elif not (rows.dtype.is_floating_point or rows.dtype in _INTEGER_DTYPES):
+    elif not (rows.dtype.is_floating_point or rows.dtype in integer_dtypes):
         kind = f"a tensor of dtype {str(rows.dtype).removeprefix('torch.')}"
     elif rows.numel() > rows.untyped_storage().nbytes() // rows.element_size():
         # An expanded view: a few stored numbers standing for a huge array that a copy would have to allocate.

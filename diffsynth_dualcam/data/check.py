@@ -4,12 +4,15 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
 from ..io import atomic_write
-from .clip_dataset import CAPTIONS_FILE, CameraClipDataset, aspect_mismatch
+
+if TYPE_CHECKING:  # the datasets need torch, which `dualcam check-dataset --help` does not
+    from .clip_dataset import CameraClipDataset
 from .realestate10k import META_FILE
 
 #: Largest mean spread between the channels of a depth frame: depth must be grayscale, not a colour map.
@@ -37,6 +40,8 @@ def check_clip(dataset: CameraClipDataset, name: str, num_frames: int | None = N
 
     A clip needs ``(num_frames - 1) * min_stride + 1`` usable frames; ``expect_caption`` warns when it has none.
     """
+    from .clip_dataset import CAPTIONS_FILE, aspect_mismatch
+
     report = ClipReport(name)
     try:
         clip = dataset.open_clip(name)
@@ -84,6 +89,8 @@ def check_dataset(dataset: CameraClipDataset, num_frames: int | None = None, pro
     Clips without a caption are warned about when some clip has one (a dataset without any captions trains with
     empty prompts on purpose).
     """
+    from .clip_dataset import CAPTIONS_FILE
+
     expect_caption = dataset.use_captions and (bool(dataset.captions) or any(
         (dataset.root / name / CAPTIONS_FILE).is_file() for name in dataset.clip_names))
     names = tqdm(dataset.clip_names, desc="checking clips", disable=not progress)

@@ -23,8 +23,6 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..io import atomic_output, atomic_write
-from ..pipeline.output import write_video
-from .clip_dataset import CAPTIONS_FILE, load_captions
 from .dl3dv import DEPTH_NAMES as DL3DV_DEPTH_NAMES
 from .dl3dv import IMAGE_FOLDERS
 from .frames import FrameSource, find_frame_source
@@ -63,6 +61,8 @@ def write_depth_video(rgb_path: str | Path, output_path: str | Path, disparity: 
                       fps: int = 10) -> Path:
     """Estimate every frame's disparity with ``disparity`` (image -> [H, W] float, larger = nearer) and write the
     clip's depth video (atomically)."""
+    from ..pipeline.output import write_video  # torch, which `dualcam prepare-data --help` does not need
+
     frames = FrameSource(rgb_path)
     disparities = []
     for index in tqdm(range(len(frames)), desc=f"depth of {Path(rgb_path).parent.name}", leave=False):
@@ -75,6 +75,8 @@ def write_depth_video(rgb_path: str | Path, output_path: str | Path, disparity: 
 
 def save_captions(root: str | Path, captions: dict[str, str]) -> Path:
     """Merge ``captions`` ({clip name: caption}) into the dataset's ``captions.json`` (written atomically)."""
+    from .clip_dataset import CAPTIONS_FILE, load_captions
+
     if not all(isinstance(key, str) and isinstance(value, str) for key, value in captions.items()):
         raise ValueError("captions must map clip names to caption strings")
     path = Path(root) / CAPTIONS_FILE

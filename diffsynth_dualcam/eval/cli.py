@@ -33,8 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-registered", type=float, default=0.5,
                         help="a trial fails below this fraction of registered frames (default 0.5)")
     parser.add_argument("--resample", action=argparse.BooleanOptionalAction, default=True,
-                        help="stretch a trajectory of another length over the video, as generate does (default); "
-                             "--no-resample cuts a longer trajectory to the video's first frames")
+                        help="stretch a trajectory of another length over the video, as generate "
+                             "--resample-camera does (default); --no-resample cuts a longer trajectory to the video's "
+                             "first frames, as generate does by default")
     parser.add_argument("--threads", type=int, default=-1, help="CPU threads for COLMAP (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first trial; trial k uses seed + k")
     parser.add_argument("--no-plots", action="store_true", help="skip the per-clip trajectory plots")

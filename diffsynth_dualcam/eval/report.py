@@ -154,8 +154,9 @@ def reference_for_video(
     resample: bool = True,
 ) -> CameraTrajectory:
     """The requested trajectory as the video shows it, matching what generation does with a trajectory of another
-    length: with ``resample`` (generation's default) the whole motion resampled to ``num_frames``, without it the
-    first ``num_frames`` frames. Intrinsics come from ``fov`` when given, else are cover-cropped from the
+    length: with ``resample`` (generation's ``resample_camera``) the whole motion resampled to ``num_frames``,
+    without it (generation's default) the first ``num_frames`` frames.
+    Intrinsics come from ``fov`` when given, else are cover-cropped from the
     trajectory's source size to the video size (or kept when the source size is unknown)."""
     if len(trajectory) != num_frames:
         if resample:

@@ -1,4 +1,5 @@
-"""The DualCamCtrl DiT: Wan's camera-controlled DiT plus a depth branch fused with it by SIGMA layers (SPEC §3)."""
+"""The DualCamCtrl DiT: Wan's camera-controlled DiT plus a depth branch fused with it by SIGMA layers
+(docs/model.md, Forward pass)."""
 from __future__ import annotations
 
 from collections.abc import Sequence

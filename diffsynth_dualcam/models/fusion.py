@@ -1,4 +1,4 @@
-"""SIGMA fusion between the RGB and depth token streams (SPEC §2).
+"""SIGMA fusion between the RGB and depth token streams (docs/model.md, Fusion maths).
 
 Three kinds, chosen by the DiT config as in the reference: ``SigmaFusion`` (``use_gate_3d_linear=True``,
 ``update=False``: the released checkpoint), ``StackFusion`` (``use_gate_3d_linear=True``, ``update=True``) and

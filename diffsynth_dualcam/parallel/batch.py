@@ -3,14 +3,14 @@
 A batch file holds one JSON object per line (blank lines and ``#`` comments skipped), or one JSON array of them.
 Each object is one clip: ``name`` (its output folder under ``--out``) plus any per-clip option of
 ``dualcam generate`` under its long name (``image``, ``depth``, ``t2v``, ``trajectory`` or ``preset``, ``speed``,
-``source_size``, ``prompt``, ``negative_prompt``, ``size``, ``frames``, ``steps``, ``cfg``, ``seed``, ``fps``,
-``step_cache``, ``chunk_frames``: ``frames`` beyond it chain clips, see docs/long_paths.md). Sizes are ``"WxH"``
-strings or ``[W, H]`` pairs; relative paths are relative to the batch file;
-``t2v`` is ``true`` or ``false``; ``null`` stands for the option's own default, not the command line's.
+``source_size``, ``resample_camera``, ``prompt``, ``negative_prompt``, ``size``, ``frames``, ``steps``, ``cfg``,
+``seed``, ``fps``, ``step_cache``, ``chunk_frames``: ``frames`` beyond it chain clips, see docs/long_paths.md). Sizes
+are ``"WxH"`` strings or ``[W, H]`` pairs; relative paths are relative to the batch file; ``t2v`` is ``true`` or
+``false``; ``null`` stands for the option's own default, not the command line's.
 The command line's options are defaults for every clip, except that a clip sets its inputs (``image``,
 ``depth``, ``t2v``) and its camera (``trajectory``, ``preset``) as a whole: one that names any of a group takes
 none of that group from the command line (so a clip's own image never gets the command line's depth map; the camera
-group also holds ``source_size`` and ``speed``). Model
+group also holds ``source_size``, ``speed`` and ``resample_camera``). Model
 options (``--tiny``, ``--checkpoint``, ``--device``, ...) come from the command line and are shared.
 
 Under ``torchrun --nproc_per_node N`` process ``RANK`` takes clips ``RANK, RANK + N, ...`` and its GPU
@@ -38,10 +38,11 @@ JOB_OPTIONS: dict[str, str] = {
     "image": "path", "depth": "path", "t2v": "flag", "trajectory": "path", "preset": "value", "speed": "value",
     "source_size": "value", "prompt": "value", "negative_prompt": "value", "size": "value", "frames": "value",
     "steps": "value", "cfg": "value", "seed": "value", "fps": "value", "step_cache": "value",
-    "chunk_frames": "value",
+    "chunk_frames": "value", "resample_camera": "flag",
 }
 #: Options a clip sets as a whole: naming one of a group, it takes none of the others from the command line.
-JOB_GROUPS: tuple[tuple[str, ...], ...] = (("image", "depth", "t2v"), ("trajectory", "preset", "source_size", "speed"))
+JOB_GROUPS: tuple[tuple[str, ...], ...] = (("image", "depth", "t2v"), ("trajectory", "preset", "source_size", "speed",
+                                                                          "resample_camera"))
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 DONE_MARKER = "params.json"
 
@@ -180,6 +181,7 @@ def run_batch(args: argparse.Namespace) -> int:
         raise ValueError("--sequence-parallel splits one clip over the processes, --batch-file splits the clips: "
                          "use one of them")
     rank, world_size = launch_rank()
+    args.device = generate_cli.check_device(args.device)  # "auto" resolved before local_device picks this rank's GPU
     clips = []
     for index in process_share(len(jobs), rank, world_size):
         job = jobs[index]

@@ -2,7 +2,7 @@
 
 Each rank holds a contiguous range of latent frames of both streams (RGB and depth tokens of the same frames).
 ``enable_sequence_parallel`` rebinds methods of one DiT instance, as DiffSynth's ``enable_usp`` does, and leaves
-its ``forward`` (the block order of SPEC §3) untouched:
+its ``forward`` (the block order of docs/model.md, Forward pass) untouched:
 
 - ``patchify`` / ``embed_camera`` embed only the rank's frames, so every token stream in ``forward`` is a shard;
 - ``rope_frequencies`` returns the RoPE rows of the shard's frames;

@@ -9,15 +9,16 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..camera import CameraTrajectory
-from ..depth import DEFAULT_DEPTH_MODEL, DepthEstimator
-from .dualcam import DualCamCtrlPipeline, local_official_dit, official_model_configs
+from ..checkpoint_files import local_official_dit
+from ..depth import DEFAULT_DEPTH_MODEL
 from .inputs import (
     EIGHT_BIT_MODES,
+    check_frame_count,
     check_num_frames,
     check_same_aspect,
     check_seed,
@@ -26,7 +27,11 @@ from .inputs import (
     prepare_image,
     prepare_trajectory,
 )
-from .output import DualCamCtrlOutput
+
+if TYPE_CHECKING:  # torch and DiffSynth load only once the arguments are checked, so that errors come at once
+    from ..depth import DepthEstimator
+    from .dualcam import DualCamCtrlPipeline
+    from .output import DualCamCtrlOutput
 
 #: (width, height), frames, steps used when a value is not given: the official model's, and the tiny model's
 #: (small enough for a CPU).
@@ -82,6 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="many clips, one JSON object per line (see diffsynth_dualcam.parallel.batch); under "
                              "torchrun each process generates its share; other options are defaults for every clip "
                              "(--trajectory / --preset: the camera of the clips that give none)")
+    inputs.add_argument("--resample-camera", action="store_true",
+                        help="stretch the whole --trajectory over --frames (default: follow the recorded path frame "
+                             "by frame, its first --frames cameras; a shorter path is refused)")
     inputs.add_argument("--speed", type=float, default=1.0, help="motion per frame of --preset (default 1.0)")
     inputs.add_argument("--source-size", type=parse_size, metavar="WxH",
                         help="image size the trajectory's intrinsics describe, if its file does not say "
@@ -125,8 +133,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"Depth Anything model (hub id or local folder) that estimates the first frame's depth "
                              f"when --image comes without --depth (default {DEFAULT_DEPTH_MODEL}; a tiny random "
                              "one on the tiny model)")
-    models.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="computation device (default cuda if available, else cpu)")
+    models.add_argument("--device", default="auto",
+                        help="computation device: cpu, cuda, cuda:1, mps, ... (default auto: cuda if available, "
+                             "else cpu)")
     models.add_argument("--offload", action="store_true",
                         help="keep models in CPU memory and move each to the device only while it runs (low VRAM)")
     models.add_argument("--compile", action="store_true",
@@ -137,8 +146,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_setup(args: argparse.Namespace) -> GenerationSetup:
-    """Pick the model (official, given checkpoint or tiny) and fill in size, frames and steps; checks the values."""
+    """Check the values, then pick the model (official, given checkpoint or tiny), fill in size, frames and steps
+    and resolve ``--device``."""
     check_checkpoint(args)
+    check_values(args)
     if args.tiny:
         tiny, reason = True, "--tiny was given."
     elif args.checkpoint is not None:
@@ -153,23 +164,25 @@ def resolve_setup(args: argparse.Namespace) -> GenerationSetup:
         frames=args.frames if args.frames is not None else defaults["frames"],
         steps=args.steps if args.steps is not None else defaults["steps"],
     )
-    try:
-        check_size(setup.size[1], setup.size[0])
-    except ValueError as error:
-        raise ValueError(f"--size: {error}") from None
-    try:
-        check_num_frames(setup.frames)
-    except ValueError as error:
-        raise ValueError(f"--frames: {error}") from None
-    if setup.frames > args.chunk_frames:
-        from ..world.chain import check_frame_count
+    args.device = check_device(args.device)
+    return setup
 
+
+def check_values(args: argparse.Namespace) -> None:
+    """A ValueError naming the option for any value given that cannot work (checked without loading torch)."""
+    if args.size is not None:
         try:
-            check_frame_count("--chunk-frames", args.chunk_frames, minimum=5)
+            check_size(args.size[1], args.size[0])
         except ValueError as error:
-            raise ValueError(str(error)) from None
-    if setup.steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {setup.steps}")
+            raise ValueError(f"--size: {error}") from None
+    if args.frames is not None:
+        try:
+            check_num_frames(args.frames)
+        except ValueError as error:
+            raise ValueError(f"--frames: {error}") from None
+    check_frame_count("--chunk-frames", args.chunk_frames, minimum=5)
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
     if not math.isfinite(args.cfg):
         raise ValueError(f"--cfg must be a finite number, got {args.cfg}")
     try:
@@ -183,8 +196,19 @@ def resolve_setup(args: argparse.Namespace) -> GenerationSetup:
     if not math.isfinite(args.speed) or args.speed <= 0:
         raise ValueError(f"--speed must be a positive number, got {args.speed}")
     check_out_dir(args.out)
-    args.device = check_device(args.device)
-    return setup
+    check_input_choices(args)
+
+
+def check_input_choices(args: argparse.Namespace) -> None:
+    """An error unless the inputs given fit together: an image (or ``--t2v`` without one) and a camera."""
+    if args.t2v:
+        if args.image is not None or args.depth is not None:
+            raise ValueError("--t2v generates from the prompt alone: drop --image and --depth")
+    elif args.image is None:
+        raise ValueError("--image is required (or --t2v for text-to-video)")
+    if args.trajectory is None and args.preset is None:
+        raise ValueError("a camera is required: --trajectory FILE or --preset NAME (for a batch clip: its own "
+                         "'trajectory' or 'preset', else the command line's)")
 
 
 def check_checkpoint(args: argparse.Namespace) -> None:
@@ -217,8 +241,12 @@ def check_out_dir(out: Path) -> None:
 
 
 def check_device(text: str) -> str:
-    """``--device`` as torch names it (``cpu`` for any CPU device, which has no index), or a ValueError unless it
-    names a torch device that is present (cpu, cuda, cuda:1, mps, ...)."""
+    """``--device`` as torch names it (``cpu`` for any CPU device, which has no index; ``auto``: cuda if available,
+    else cpu), or a ValueError unless it names a torch device that is present (cpu, cuda, cuda:1, mps, ...)."""
+    import torch
+
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(text)
     except (RuntimeError, ValueError):
@@ -261,21 +289,15 @@ def load_image(option: str, path: Path) -> Image.Image:
 def load_inputs(
     args: argparse.Namespace, frames: int
 ) -> tuple[Image.Image | None, Image.Image | None, CameraTrajectory]:
-    """(image, depth, trajectory) from the command line, each checked."""
+    """(image, depth, trajectory) from the command line (whose choices ``check_input_choices`` checked), each
+    checked."""
     if args.t2v:
-        if args.image is not None or args.depth is not None:
-            raise ValueError("--t2v generates from the prompt alone: drop --image and --depth")
         image = depth = None
     else:
-        if args.image is None:
-            raise ValueError("--image is required (or --t2v for text-to-video)")
         image = load_image("--image", args.image)
         depth = None if args.depth is None else load_image("--depth", args.depth)
     if args.trajectory is not None:
         trajectory = CameraTrajectory.load(args.trajectory)
-    elif args.preset is None:
-        raise ValueError("a camera is required: --trajectory FILE or --preset NAME (for a batch clip: its own "
-                         "'trajectory' or 'preset', else the command line's)")
     else:
         trajectory = CameraTrajectory.preset(args.preset, num_frames=frames, speed=args.speed)
     if args.source_size is not None:
@@ -290,6 +312,10 @@ def build_pipeline(args: argparse.Namespace, setup: GenerationSetup) -> DualCamC
         from ..testing import tiny_pipeline
 
         return tiny_pipeline(device=args.device)
+    import torch
+
+    from .dualcam import DualCamCtrlPipeline, official_model_configs
+
     torch_dtype = torch.bfloat16 if torch.device(args.device).type != "cpu" else torch.float32
     offload = {}
     if args.offload:
@@ -307,6 +333,8 @@ def load_depth_estimator(args: argparse.Namespace, setup: GenerationSetup) -> De
         from ..testing import tiny_depth_estimator
 
         return tiny_depth_estimator(device=args.device)
+    from ..depth import DepthEstimator
+
     model = args.depth_model or DEFAULT_DEPTH_MODEL
     try:
         return DepthEstimator.from_pretrained(model, device=args.device)
@@ -330,7 +358,7 @@ def prepare_clip(
         except ValueError as error:
             raise ValueError(f"--depth: {error}") from None
     trajectory = prepare_trajectory(trajectory, setup.frames, width, height, image.size if image else None,
-                                    resample=True)
+                                    resample=args.resample_camera)
     return setup, image, depth, trajectory
 
 
@@ -363,12 +391,14 @@ def generate_clip(
             prompt=args.prompt, negative_prompt=args.negative_prompt, input_image=image, input_depth=depth,
             camera=trajectory, height=height, width=width, num_frames=setup.frames, chunk_frames=args.chunk_frames,
             num_inference_steps=setup.steps, cfg_scale=args.cfg, seed=args.seed, t2v=args.t2v,
-            step_cache_threshold=args.step_cache, resume_dir=resume_folder(args.out),
+            step_cache_threshold=args.step_cache, resample_camera=args.resample_camera,
+            resume_dir=resume_folder(args.out),
         )
     return pipe(
         prompt=args.prompt, negative_prompt=args.negative_prompt, input_image=image, input_depth=depth,
         camera=trajectory, height=height, width=width, num_frames=setup.frames, num_inference_steps=setup.steps,
         cfg_scale=args.cfg, seed=args.seed, t2v=args.t2v, step_cache_threshold=args.step_cache,
+        resample_camera=args.resample_camera,
     )
 
 

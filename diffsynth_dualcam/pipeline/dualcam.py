@@ -5,7 +5,6 @@ import copy
 import hashlib
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ from ..cache import StepCache
 from ..camera import CameraTrajectory
 from ..compat import patch_torch_cpu
 from ..models import DualCamCtrlDiT
+from ..registry import register_checkpoint
 from . import units
 from .output import DualCamCtrlOutput
 
@@ -54,16 +54,6 @@ MODEL_NAMES = {
 }
 
 
-def local_official_dit(checkpoint_dir: str | os.PathLike = "checkpoints") -> Path | None:
-    """The official DiT in ``checkpoint_dir`` (converted safetensors, else the released ``.pt``), or None."""
-    from ..checkpoints import DIT_FILE_NAME, OFFICIAL_FILE_NAME
-
-    for name in (DIT_FILE_NAME, OFFICIAL_FILE_NAME):
-        if (Path(checkpoint_dir) / name).is_file():
-            return Path(checkpoint_dir) / name
-    return None
-
-
 def official_model_configs(
     checkpoint_dir: str | os.PathLike = "checkpoints", dit_path: str | os.PathLike | None = None, **offload: Any
 ) -> list[ModelConfig]:
@@ -71,7 +61,6 @@ def official_model_configs(
     converted from the released ``.pt`` if needed) and the umT5 / VAE / CLIP files of ``BASE_MODEL_ID``.
     ``offload`` goes to every ``ModelConfig`` (``offload_device``, ``offload_dtype``, ...)."""
     from ..checkpoints import official_dit_path
-    from ..registry import register_checkpoint
 
     dit_path = official_dit_path(checkpoint_dir) if dit_path is None else dit_path
     register_checkpoint(dit_path)
@@ -245,7 +234,7 @@ class DualCamCtrlPipeline(BasePipeline):
         t2v: bool = False,
         cfg_merge: bool = True,
         progress_bar_cmd: Callable = tqdm,
-        resample_camera: bool = True,
+        resample_camera: bool = False,
         sigma_shift: float = 5.0,
         tile_size: tuple[int, int] = (30, 52),
         tile_stride: tuple[int, int] = (15, 26),
@@ -257,9 +246,10 @@ class DualCamCtrlPipeline(BasePipeline):
             prompt / negative_prompt: text for the positive and negative guidance branches.
             input_image / input_depth: first frame and its 8-bit disparity map (near = bright), image-to-video.
                 Both are scaled to cover height x width and centre-cropped.
-            camera: a ``CameraTrajectory`` (made relative, resampled to ``num_frames`` unless
-                ``resample_camera=False``, cover-cropped from its ``source_size`` or else the input image's size) or
-                packed Plücker maps [24, T, H, W] / [1, 24, T, H, W].
+            camera: a ``CameraTrajectory`` (made relative, cover-cropped from its ``source_size`` or else the input
+                image's size) or packed Plücker maps [24, T, H, W] / [1, 24, T, H, W]. A trajectory is followed frame
+                by frame (its first ``num_frames`` cameras; a shorter one is refused) unless ``resample_camera``,
+                which stretches the whole path over ``num_frames`` (slerp / lerp).
             height, width: multiples of 16. num_frames: 4k + 1.
             cfg_scale: standard guidance ``nega + cfg_scale * (posi - nega)`` on both branches; 6.0 is the look of
                 the published demo. cfg_merge: run both guidance branches as one batched DiT call.

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image
 
-from ..camera import CameraTrajectory, pack_plucker
+from ..camera import CameraTrajectory
+
+if TYPE_CHECKING:  # the argument checks here run before torch loads
+    import torch
 
 PLUCKER_CHANNELS = 24
 #: PIL modes that hold an 8-bit image (grayscale, colour or palette).
@@ -61,6 +64,13 @@ def check_num_frames(num_frames: object) -> int:
         below = num_frames - (num_frames - 1) % 4
         raise ValueError(f"num_frames must be 4k+1 (e.g. 61), got {num_frames} (nearest valid: {below} or {below + 4})")
     return num_frames
+
+
+def check_frame_count(name: str, value: object, minimum: int = 1) -> int:
+    """``value`` if it is a whole number 4k+1 of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value % 4 != 1 or value < minimum:
+        raise ValueError(f"{name} must be a whole number 4k+1 of at least {minimum}, got {value!r}")
+    return int(value)
 
 
 def check_prompt(name: str, prompt: object) -> str:
@@ -161,8 +171,38 @@ def prepare_image(image: Image.Image, width: int, height: int) -> Image.Image:
 
 
 def prepare_depth(depth: Image.Image, width: int, height: int) -> Image.Image:
-    """8-bit grayscale disparity at the output size, repeated to 3 channels for the VAE (SPEC §6)."""
+    """8-bit grayscale disparity at the output size, repeated to 3 channels for the VAE (docs/model.md, Depth input)."""
     return cover_resize(depth.convert("L"), width, height).convert("RGB")
+
+
+def largest_clip_length(num_cameras: int) -> int:
+    """The most frames (4k + 1) a clip following ``num_cameras`` recorded cameras frame by frame can have."""
+    return num_cameras - (num_cameras - 1) % 4
+
+
+def fit_trajectory_length(camera: CameraTrajectory, num_frames: int, resample: bool) -> CameraTrajectory:
+    """``num_frames`` cameras of ``camera``: its first ones (the recorded pace), or with ``resample`` the whole path
+    stretched over them. A path with fewer cameras than asked is refused unless ``resample``."""
+    if len(camera) == 0:
+        raise ValueError("camera trajectory is empty")
+    if len(camera) == num_frames:
+        return camera
+    if not resample:
+        if len(camera) < num_frames:
+            shorter = largest_clip_length(len(camera))
+            fewer = f"ask for at most {shorter} frames, or " if shorter >= 1 else ""
+            raise ValueError(
+                f"camera trajectory has {len(camera)} frames, num_frames={num_frames} are needed: the path is "
+                f"followed frame by frame; {fewer}stretch it over the video with resample_camera "
+                "(--resample-camera on the command line)"
+            )
+        return camera.take(num_frames)
+    if len(camera) < 2:
+        raise ValueError(
+            f"camera trajectory has {len(camera)} frame; at least 2 are needed to resample it to "
+            f"num_frames={num_frames}"
+        )
+    return camera.resampled(num_frames)
 
 
 def prepare_trajectory(
@@ -173,28 +213,13 @@ def prepare_trajectory(
     image_size: tuple[int, int] | None,
     resample: bool,
 ) -> CameraTrajectory:
-    """The trajectory as generated: relative to its first frame, ``num_frames`` long, intrinsics for width x height.
+    """The trajectory as generated: relative to its first frame, ``num_frames`` long (:func:`fit_trajectory_length`),
+    intrinsics for width x height.
 
     The intrinsics are cover-cropped from ``camera.source_size`` when it has one, else from ``image_size`` (the
     input image's size); without either they are taken to be for the output frame already.
     """
-    if len(camera) == 0:
-        raise ValueError("camera trajectory is empty")
-    if len(camera) != num_frames:
-        if not resample:
-            if len(camera) < num_frames:
-                raise ValueError(
-                    f"camera trajectory has {len(camera)} frames, num_frames={num_frames} are needed "
-                    "(pass resample_camera=True to stretch it over the video)"
-                )
-            camera = camera[:num_frames]
-        elif len(camera) < 2:
-            raise ValueError(
-                f"camera trajectory has {len(camera)} frame; at least 2 are needed to resample it to "
-                f"num_frames={num_frames}"
-            )
-        else:
-            camera = camera.resampled(num_frames)
+    camera = fit_trajectory_length(camera, num_frames, resample)
     camera = camera.relative()
     source_size = camera.source_size if camera.source_size is not None else image_size
     if source_size is not None and tuple(source_size) != (width, height):
@@ -206,11 +231,17 @@ def trajectory_to_camera_latents(
     camera: CameraTrajectory, height: int, width: int, device: str | torch.device | None = None
 ) -> torch.Tensor:
     """Packed Plücker maps [1, 24, T, height, width] (float32) of a prepared trajectory."""
+    import torch
+
+    from ..camera.plucker import pack_plucker
+
     return pack_plucker(camera.plucker(height, width, device=device, dtype=torch.float32)).unsqueeze(0)
 
 
 def check_camera_latents(camera: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:
     """A packed Plücker tensor as [1, 24, T, height, width] float, with T the number of latent frames."""
+    import torch
+
     if camera.ndim == 4:
         camera = camera.unsqueeze(0)
     expected = [1, PLUCKER_CHANNELS, latent_frames(num_frames), height, width]

@@ -116,7 +116,8 @@ class DualCamUnit_InputChecker(PipelineUnit):
 
 
 class DualCamUnit_CameraPacker(PipelineUnit):
-    """Trajectory -> relative, resampled, cover-cropped -> packed Plücker maps [1, 24, T, H, W] (SPEC §4)."""
+    """Trajectory -> relative, resampled, cover-cropped -> packed Plücker maps [1, 24, T, H, W]
+    (docs/model.md, Camera conditioning)."""
 
     def __init__(self) -> None:
         super().__init__(
@@ -164,7 +165,7 @@ class DualCamUnit_DepthEstimator(PipelineUnit):
 
 
 class DualCamUnit_NoiseInitializer(PipelineUnit):
-    """One seeded Gaussian draw initialises both the RGB and the depth latents (SPEC §5)."""
+    """One seeded Gaussian draw initialises both the RGB and the depth latents (docs/model.md, Sampler and guidance)."""
 
     def __init__(self) -> None:
         super().__init__(

@@ -20,7 +20,7 @@ from PIL import Image
 from ..camera import CameraTrajectory
 from ..io import atomic_output, atomic_write
 from ..pipeline.dualcam import image_digest
-from ..pipeline.inputs import cover_resize
+from ..pipeline.inputs import check_frame_count, cover_resize
 from .cache import Alignment, WorldCache, robust_scale_shift
 
 #: A clip generator: ``clip_fn(image, depth, trajectory) -> (rgb_frames, depth_frames)``; with ``seed=`` as well when
@@ -29,13 +29,6 @@ from .cache import Alignment, WorldCache, robust_scale_shift
 ClipFn = Callable[..., tuple]
 #: File of a resume folder that names the run its clips belong to.
 RESUME_MANIFEST = "chain.json"
-
-
-def check_frame_count(name: str, value: object, minimum: int = 1) -> int:
-    """``value`` if it is a whole number 4k+1 of at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value % 4 != 1 or value < minimum:
-        raise ValueError(f"{name} must be a whole number 4k+1 of at least {minimum}, got {value!r}")
-    return int(value)
 
 
 def clip_ranges(num_frames: int, chunk_frames: int) -> list[tuple[int, int]]:

@@ -15,6 +15,7 @@ from ..camera import CameraTrajectory
 from ..export3d import write_ply
 from ..pipeline.dualcam import image_digest
 from ..pipeline.inputs import (
+    check_frame_count,
     check_image,
     check_num_frames,
     check_same_aspect,
@@ -26,7 +27,7 @@ from ..pipeline.inputs import (
 )
 from ..pipeline.output import DualCamCtrlOutput
 from .cache import WorldCache
-from .chain import check_frame_count, clip_ranges, generate_chained
+from .chain import clip_ranges, generate_chained
 
 if TYPE_CHECKING:
     from ..pipeline import DualCamCtrlPipeline
@@ -93,7 +94,7 @@ def generate_long(
     cfg_scale: float = 6.0,
     seed: int | None = None,
     t2v: bool = False,
-    resample_camera: bool = True,
+    resample_camera: bool = False,
     progress_bar_cmd: Callable[[Iterable], Iterable] = tqdm,
     resume_dir: str | Path | None = None,
     near: float = 1.0,
@@ -106,12 +107,13 @@ def generate_long(
     """Generate a camera path of any ``num_frames`` (4k+1) as clips of ``chunk_frames`` sharing one frame.
 
     The arguments are the pipeline call's (``clip_options``: ``tiled``, ``cfg_merge``, ``sigma_shift``,
-    ``tile_size``, ``tile_stride``, ``step_cache_threshold``), and: ``camera`` a ``CameraTrajectory`` (resampled to
-    ``num_frames`` unless ``resample_camera=False``); clip k is seeded with ``seed + k``; text-to-video makes the
-    first clip from the prompt and the others from the previous clip's last frame. ``progress_bar_cmd`` wraps one
-    iterable over the steps of all clips. ``resume_dir`` keeps finished clips so that an interrupted call, repeated
-    with the same arguments, goes on from the first missing clip. ``near``, ``far``, ``frame_stride``,
-    ``pixel_stride`` and ``voxel_size`` set the world cache (see ``diffsynth_dualcam.world.cache``).
+    ``tile_size``, ``tile_stride``, ``step_cache_threshold``), and: ``camera`` a ``CameraTrajectory`` (followed
+    frame by frame, its first ``num_frames`` cameras, unless ``resample_camera`` stretches it, as in the pipeline
+    call); clip k is seeded with ``seed + k``; text-to-video makes the first clip from the prompt and the others from
+    the previous clip's last frame. ``progress_bar_cmd`` wraps one iterable over the steps of all clips.
+    ``resume_dir`` keeps finished clips so that an interrupted call, repeated with the same arguments, goes on from
+    the first missing clip. ``near``, ``far``, ``frame_stride``, ``pixel_stride`` and ``voxel_size`` set the world
+    cache (see ``diffsynth_dualcam.world.cache``).
     """
     height, width = check_size(height, width)
     num_frames = check_num_frames(num_frames)
