@@ -201,3 +201,14 @@ def test_compose_moves_at_once():
     np.testing.assert_allclose(pan.compose(zoom).intrinsics, zoom.intrinsics)
     with pytest.raises(ValueError, match="equal length, got 21 and 5"):
         pan.compose(dolly[:5])
+
+
+def test_relative_is_exact_and_idempotent():
+    rng = np.random.default_rng(3)
+    rotations = Rotation.random(5, random_state=rng).as_matrix()
+    c2w = np.tile(np.eye(4), (5, 1, 1))
+    c2w[:, :3, :3], c2w[:, :3, 3] = rotations, rng.normal(size=(5, 3))
+    relative = CameraTrajectory(c2w, np.tile([0.8, 1.4, 0.5, 0.5], (5, 1))).relative()
+    np.testing.assert_array_equal(relative.c2w[0], np.eye(4))
+    np.testing.assert_array_equal(relative.relative().c2w, relative.c2w)
+    np.testing.assert_allclose(relative.c2w[1:], np.linalg.inv(c2w[0]) @ c2w[1:], atol=1e-12)

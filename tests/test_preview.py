@@ -314,13 +314,13 @@ def test_generate_preview_only_writes_the_scene_as_the_generation_would_see_it(t
     assert f"plot: {(out / 'preview.png').resolve()}" in printed
     assert sorted(path.name for path in out.iterdir()) == ["preview.glb", "preview.png"]
     scene = load_scene(out / "preview.glb")
-    # The generation's own preparation: output size, the path resampled and cover-cropped.
+    # The generation's own preparation: output size, the recorded path's first 21 cameras, cover-cropped.
     with Image.open(demo_dir / "seaside.png") as image, Image.open(demo_dir / "seaside_depth.png") as depth:
         rgb = np.asarray(prepare_image(image, 96, 64))
         disparity = np.asarray(prepare_depth(depth, 96, 64).convert("L"), dtype=np.float64) / 255
         source_size = image.size
     trajectory = prepare_trajectory(CameraTrajectory.load(demo_dir / "seaside.torch"), 21, 96, 64, source_size,
-                                    resample=True)
+                                    resample=False)
     lifted = lift_frames(rgb[None], disparity[None], trajectory.c2w[:1], trajectory.intrinsics[:1], frame_stride=1,
                          pixel_stride=1, voxel_size=0)
     check_points(scene, lifted.points, lifted.colors)

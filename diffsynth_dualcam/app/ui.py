@@ -104,7 +104,7 @@ def preview_scene(folder: PreviewFolder, image_path: str | None, depth_path: str
         trajectory = build_camera(*camera_inputs)
     except (ValueError, TypeError):
         return None, ""
-    num_frames, width, height = camera_inputs[-3:]
+    num_frames, width, height = camera_inputs[6:9]
     return scene_preview(folder, trajectory, image_path, depth_path, num_frames, width, height)
 
 

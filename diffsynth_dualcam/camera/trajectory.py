@@ -129,7 +129,9 @@ class CameraTrajectory:
 
     def relative(self) -> CameraTrajectory:
         """Poses relative to the first frame: ``c2w_rel[i] = w2c[0] @ c2w[i]`` (frame 0 becomes the identity)."""
-        return CameraTrajectory(np.linalg.inv(self.c2w[0]) @ self.c2w, self.intrinsics, self.source_size)
+        c2w = np.linalg.inv(self.c2w[0]) @ self.c2w
+        c2w[0] = np.eye(4)  # exactly, not up to the inverse's rounding: a relative path made relative stays as it is
+        return CameraTrajectory(c2w, self.intrinsics, self.source_size)
 
     def scaled(self, factor: float) -> CameraTrajectory:
         """Scale the world (camera centres) by ``factor``; rotations and intrinsics are unchanged."""
