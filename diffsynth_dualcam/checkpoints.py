@@ -65,7 +65,7 @@ def write_safetensors(
         header[name] = {"dtype": _SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
                         "data_offsets": [offset, offset + size]}
         offset += size
-    header_bytes = json.dumps(header, separators=(",", ":")).encode()
+    header_bytes = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
     header_bytes += b" " * (-len(header_bytes) % 8)
     with atomic_output(path) as temporary, open(temporary, "wb") as file:
         file.write(len(header_bytes).to_bytes(8, "little"))
@@ -79,7 +79,7 @@ def write_safetensors(
 
 def save_dit(dit: DualCamCtrlDiT, path: str | os.PathLike) -> Path:
     """Save a DiT as safetensors with its config in the metadata (what ``load_dit`` and DiffSynth read)."""
-    metadata = {CONFIG_METADATA_KEY: json.dumps(dit.config), "format": "pt"}
+    metadata = {CONFIG_METADATA_KEY: json.dumps(dit.config, allow_nan=False), "format": "pt"}
     return write_safetensors(path, dit.state_dict().items(), metadata)
 
 
@@ -194,7 +194,7 @@ def convert_official_checkpoint(
     for component, names in groups.items():
         if component == "dit":
             target = out_dir / DIT_FILE_NAME
-            metadata = {CONFIG_METADATA_KEY: json.dumps(config), "format": "pt"}
+            metadata = {CONFIG_METADATA_KEY: json.dumps(config, allow_nan=False), "format": "pt"}
         else:
             target = out_dir / f"{component}.safetensors"
             metadata = {"format": "pt"}

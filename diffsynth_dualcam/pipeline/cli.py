@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .. import limits
 from ..camera import CameraTrajectory
 from ..depth import DEFAULT_DEPTH_MODEL, DepthEstimator
 from .dualcam import DualCamCtrlPipeline, local_official_dit, official_model_configs
@@ -147,12 +148,16 @@ def resolve_setup(args: argparse.Namespace) -> GenerationSetup:
         raise ValueError(f"--size: {error}") from None
     try:
         check_num_frames(setup.frames)
+        limits.check_clip(*setup.size, setup.frames)
     except ValueError as error:
         raise ValueError(f"--frames: {error}") from None
     if setup.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {setup.steps}")
-    if not math.isfinite(args.cfg):
-        raise ValueError(f"--cfg must be a finite number, got {args.cfg}")
+    for option, check, value in (("--steps", limits.check_steps, setup.steps), ("--cfg", limits.check_cfg, args.cfg)):
+        try:
+            check(value)
+        except ValueError as error:
+            raise ValueError(f"{option}: {error}") from None
     try:
         check_seed(args.seed)
     except ValueError as error:
@@ -221,12 +226,19 @@ def load_image(option: str, path: Path) -> Image.Image:
         raise FileNotFoundError(f"{option}: no such file: {path}")
     try:
         with Image.open(path) as image:
+            try:
+                limits.check_image_pixels(*image.size)  # before the pixels are decoded
+            except ValueError as error:
+                raise ValueError(f"{option}: {path}: {error}") from None
             image.load()
             try:
                 upright = ImageOps.exif_transpose(image)  # a phone photo's EXIF orientation, as viewers show it
             except Exception as error:  # damaged EXIF data: Pillow raises SyntaxError, struct.error, ...
                 raise ValueError(f"{option}: {path} holds damaged EXIF data ({error})") from None
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError:
+        raise ValueError(f"{option}: {path}: the image is larger than the limit of {limits.MAX_IMAGE_PIXELS:,} "
+                         "pixels (8192x8192); scale it down first") from None
+    except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"{option}: cannot read {path} as an image ({error})") from None
     if upright.mode not in EIGHT_BIT_MODES:
         hint = "; a depth map must be 8-bit grayscale disparity (near = bright)" if option == "--depth" else ""

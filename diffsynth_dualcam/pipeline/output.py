@@ -133,4 +133,4 @@ class DualCamCtrlOutput:
             self.input_image.convert("RGB").save(folder / "input_image.png")
         if self.input_depth is not None:
             self.input_depth.convert("L").save(folder / "input_depth.png")
-        (folder / "params.json").write_text(json.dumps(params, indent=2) + "\n")
+        (folder / "params.json").write_text(json.dumps(params, indent=2, allow_nan=False) + "\n")
