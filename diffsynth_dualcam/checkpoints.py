@@ -67,7 +67,7 @@ def write_safetensors(
         offset += size
     header_bytes = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
     header_bytes += b" " * (-len(header_bytes) % 8)
-    with atomic_output(path) as temporary, open(temporary, "wb") as file:
+    with atomic_output(path, keep_suffix=False) as temporary, open(temporary, "wb") as file:
         file.write(len(header_bytes).to_bytes(8, "little"))
         file.write(header_bytes)
         for index in tqdm(range(len(named)), desc=f"writing {path.name}", disable=None if progress else True):

@@ -23,7 +23,7 @@ from .inputs import (
     check_size,
     prepare_trajectory,
 )
-from .output import DualCamCtrlOutput
+from .output import DualCamCtrlOutput, check_out_dir_files
 
 #: (width, height), frames, steps used when a value is not given: the official model's, and the tiny model's
 #: (small enough for a CPU).
@@ -200,6 +200,10 @@ def check_out_dir(out: Path) -> None:
         raise ValueError(f"--out must be a folder, {out} {where}")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"--out {out}: this process may not write in {existing}")
+    try:
+        check_out_dir_files(out)
+    except ValueError as error:
+        raise ValueError(f"--out: {error}") from None
 
 
 def check_device(text: str) -> str:
