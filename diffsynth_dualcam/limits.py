@@ -23,7 +23,7 @@ MAX_IMAGE_PIXELS = 8192 * 8192
 #: Largest trajectory file (any format; each file of a COLMAP model) in bytes, and most frames it may hold.
 MAX_TRAJECTORY_BYTES = 64 * 2**20
 MAX_TRAJECTORY_FRAMES = 100_000
-#: Largest batch file in bytes and deepest nesting of its JSON.
+#: Largest batch file in bytes.
 MAX_BATCH_FILE_BYTES = 16 * 2**20
 #: Normalised focal lengths (focal length in pixels / image side) a camera may have: a field of view between about
 #: 0.06 and 179.9 degrees.

@@ -55,7 +55,8 @@ def _check_rigid(c2w: np.ndarray) -> None:
 def _check_camera_ranges(c2w: np.ndarray, intrinsics: np.ndarray) -> None:
     """Raise a ValueError naming the first frame whose camera cannot be a real one (see docs/limits.md): focal
     lengths outside ``FOCAL_RANGE``, a principal point more than ``MAX_PRINCIPAL_OFFSET`` from the centre, a centre
-    farther than ``MAX_POSITION`` from the origin or from the first camera (both hold for ``relative()`` too)."""
+    with a coordinate beyond ``MAX_POSITION`` or farther than that from the first camera (both then hold for
+    ``relative()`` too)."""
     low, high = FOCAL_RANGE
     bad = ((intrinsics[:, :2] <= 0) | ~((intrinsics[:, :2] >= low) & (intrinsics[:, :2] <= high))).any(axis=1)
     if bad.any():
@@ -69,11 +70,13 @@ def _check_camera_ranges(c2w: np.ndarray, intrinsics: np.ndarray) -> None:
                          f"{intrinsics[frame, 3]:g}) is more than {MAX_PRINCIPAL_OFFSET:g} image sides from the "
                          "centre (0.5, 0.5) (normalised)")
     centres = c2w[:, :3, 3]
-    distance = np.maximum(np.linalg.norm(centres, axis=1), np.linalg.norm(centres - centres[0], axis=1))
-    if (distance > MAX_POSITION).any():
-        frame = int(np.argmax(distance > MAX_POSITION))
+    far = np.abs(centres).max(axis=1) > MAX_POSITION  # checked first: the distances below cannot overflow then
+    if not far.any():
+        far = np.linalg.norm(centres - centres[0], axis=1) > MAX_POSITION
+    if far.any():
+        frame = int(np.argmax(far))
         raise ValueError(f"frame {frame}: camera position {centres[frame].tolist()} is farther than {MAX_POSITION:g} "
-                         "scene units from the origin or from the first camera")
+                         "scene units from the origin (on an axis) or from the first camera")
 
 
 class CameraTrajectory:

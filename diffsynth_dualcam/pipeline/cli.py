@@ -274,7 +274,10 @@ def load_inputs(
         raise ValueError("a camera is required: --trajectory FILE or --preset NAME (for a batch clip: its own "
                          "'trajectory' or 'preset', else the command line's)")
     else:
-        trajectory = CameraTrajectory.preset(args.preset, num_frames=frames, speed=args.speed)
+        try:
+            trajectory = CameraTrajectory.preset(args.preset, num_frames=frames, speed=args.speed)
+        except ValueError as error:
+            raise ValueError(f"--preset {args.preset} at --speed {args.speed:g}: {error}") from None
     if args.source_size is not None:
         trajectory = CameraTrajectory(trajectory.c2w, trajectory.intrinsics, args.source_size)
     return image, depth, trajectory
