@@ -20,7 +20,9 @@ from pathlib import Path
 FILE_MODE = 0o644
 #: Kinds of staging entries: files and folders being written, and a run's old files kept while it is replaced.
 STAGING_KINDS = ("partial", "backup")
-_STAGING_TAIL = re.compile(r"(?P<kind>partial|backup)-(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-[0-9a-f]{8}(\.[^.]*)?")
+_STAGING = re.compile(
+    r"\.(?P<name>.+)\.(?P<kind>partial|backup)-(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-[0-9a-f]{8}(\.[^.]*)?"
+)
 
 
 def host_tag() -> str:
@@ -50,18 +52,20 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_staging(folder: str | os.PathLike, name: str) -> list[Path]:
-    """Remove the staging entries for ``name`` in ``folder`` (see ``staging_name``) that processes of this machine
-    left when they were killed; returns what was removed. Entries of live processes and of other machines stay."""
-    folder, prefix, removed = Path(folder), f".{name}.", []
+def remove_stale_staging(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Remove the staging entries in ``folder`` (see ``staging_name``; only those for ``name`` if given) that
+    processes of this machine left when they were killed; returns what was removed. Entries of live processes and
+    of other machines stay."""
+    folder, removed = Path(folder), []
     try:
         entries = list(folder.iterdir())
     except OSError:  # not a folder (yet), or not readable: nothing of ours to clean
         return removed
     host = host_tag()
     for entry in entries:
-        match = _STAGING_TAIL.fullmatch(entry.name[len(prefix):]) if entry.name.startswith(prefix) else None
-        if match is None or match["host"] != host or process_alive(int(match["pid"])):
+        match = _STAGING.fullmatch(entry.name) if entry.name.startswith(".") else None
+        if (match is None or (name is not None and match["name"] != name) or match["host"] != host
+                or process_alive(int(match["pid"]))):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -77,11 +81,11 @@ def atomic_output(path: str | os.PathLike, keep_suffix: bool = True) -> Iterator
     infer the format from it work); on success it is renamed over ``path`` with mode 0o644, on error it is deleted
     and ``path`` is left untouched.
 
-    The parent folder is created if needed, and staging files of killed processes for ``path`` are removed.
+    The parent folder is created if needed, and staging left there by killed processes (for any file) is removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(path.parent, path.name)
+    remove_stale_staging(path.parent)
     suffix = (path.suffix or ".tmp") if keep_suffix else ""
     temporary = path.parent / staging_name(path.name, suffix=suffix)
     os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

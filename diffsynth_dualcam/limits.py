@@ -26,7 +26,7 @@ MAX_TRAJECTORY_FRAMES = 100_000
 #: Largest batch file in bytes.
 MAX_BATCH_FILE_BYTES = 16 * 2**20
 #: Normalised focal lengths (focal length in pixels / image side) a camera may have: a field of view between about
-#: 0.06 and 179.9 degrees.
+#: 0.06 and 179.8 degrees.
 FOCAL_RANGE = (1e-3, 1e3)
 #: Largest distance of a normalised principal point from the image centre (0.5, 0.5), in image sides.
 MAX_PRINCIPAL_OFFSET = 10.0

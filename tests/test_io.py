@@ -54,7 +54,7 @@ def test_atomic_output_error_before_writing_leaves_nothing(tmp_path):
 
 def test_a_killed_writer_leaves_debris_that_the_next_write_removes(tmp_path):
     """SIGKILL a process inside atomic_output (as during a training checkpoint): its hidden staging file stays, is
-    named by its process, never ends like a result, and goes at the next write of that path."""
+    named by its process, never ends like a result, and goes at the next write into that folder."""
     import signal
     import subprocess
     import sys
@@ -75,8 +75,8 @@ def test_a_killed_writer_leaves_debris_that_the_next_write_removes(tmp_path):
     assert staging.is_file() and staging.name.startswith(".step-5.safetensors.partial-")
     assert f"-{process.pid}-" in staging.name and not staging.name.endswith(".safetensors")
     assert list(tmp_path.glob("*.safetensors")) == []
-    atomic_write(target, b"whole")
-    assert [entry.name for entry in tmp_path.iterdir()] == ["step-5.safetensors"]
+    atomic_write(tmp_path / "step-10.safetensors", b"whole")  # the next checkpoint, of any name
+    assert [entry.name for entry in tmp_path.iterdir()] == ["step-10.safetensors"]
 
 
 def test_staging_of_live_processes_and_of_other_files_is_kept(tmp_path):
@@ -91,3 +91,5 @@ def test_staging_of_live_processes_and_of_other_files_is_kept(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     assert remove_stale_staging(tmp_path, "data.bin") == [tmp_path / names[1]]
     assert sorted(entry.name for entry in tmp_path.iterdir()) == sorted(names[:1] + names[2:])
+    assert remove_stale_staging(tmp_path) == [tmp_path / names[2]]  # any name
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == sorted([names[0], names[3]])

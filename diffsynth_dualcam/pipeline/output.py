@@ -164,8 +164,8 @@ class DualCamCtrlOutput:
         out_dir = Path(out_dir)
         check_out_dir_files(out_dir)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_staging(out_dir.parent, out_dir.name)
-        remove_stale_staging(out_dir, out_dir.name)
+        remove_stale_staging(out_dir.parent)
+        remove_stale_staging(out_dir)
         whole = replaceable_whole(out_dir)
         # Made like any folder (mkdtemp's would be private), as it may become out_dir itself.
         staging = (out_dir.parent if whole else out_dir) / staging_name(out_dir.name or "run")
