@@ -181,3 +181,15 @@ def test_pipeline_call_refuses_unbounded_work_before_any_model_runs(arguments, m
     camera = CameraTrajectory(np.tile(np.eye(4), (2, 1, 1)), np.tile([0.7, 1.0, 0.5, 0.5], (2, 1)))
     with pytest.raises(ValueError, match=message):
         pipe("x", t2v=True, camera=camera, **{"height": 64, "width": 96, "num_frames": 5, **arguments})
+
+
+def test_a_file_system_error_is_one_line_with_exit_code_1(monkeypatch, capsys):
+    from diffsynth_dualcam.pipeline import cli as generate_cli
+
+    def full_disk(args):
+        raise OSError(28, "No space left on device", "outputs/run/video.mp4")
+
+    monkeypatch.setattr(generate_cli, "run", full_disk)
+    assert cli.main(["generate", "--tiny", "--t2v", "--preset", "pan_left"]) == 1
+    error = capsys.readouterr().err
+    assert error == "dualcam generate: error: [Errno 28] No space left on device: 'outputs/run/video.mp4'\n"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -20,6 +19,11 @@ from safetensors.torch import save_file
 
 from ..camera import CameraTrajectory
 from ..io import remove_stale_staging, staging_name
+
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: saves do not take turns
+    fcntl = None
 
 #: Every file ``save`` may write; ``params.json`` (moved last) marks a finished run.
 OUTPUT_FILES = (
@@ -78,8 +82,10 @@ def folder_lock(folder: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` (flock on the folder itself, nothing written), so that processes
     moving runs into it take turns; without lock support, no lock."""
     try:
-        descriptor = os.open(folder, os.O_RDONLY)
+        descriptor = os.open(folder, os.O_RDONLY) if fcntl is not None else None
     except OSError:
+        descriptor = None
+    if descriptor is None:
         yield
         return
     try:
