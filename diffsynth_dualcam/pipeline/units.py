@@ -68,14 +68,13 @@ class DualCamUnit_InputChecker(PipelineUnit):
         height, width = check_size(height, width)
         check_num_frames(num_frames)
         limits.check_clip(width, height, num_frames)
-        try:
-            limits.check_steps(check_int("num_inference_steps", num_inference_steps))
-        except ValueError as error:
-            raise ValueError(f"num_inference_steps: {error}") from None
-        try:
-            limits.check_cfg(check_number("cfg_scale", cfg_scale))
-        except ValueError as error:
-            raise ValueError(f"cfg_scale: {error}") from None
+        steps, guidance = check_int("num_inference_steps", num_inference_steps), check_number("cfg_scale", cfg_scale)
+        for name, check, value in (("num_inference_steps", limits.check_steps, steps),
+                                   ("cfg_scale", limits.check_cfg, guidance)):
+            try:
+                check(value)
+            except ValueError as error:
+                raise ValueError(f"{name}: {error}") from None
         if check_number("sigma_shift", sigma_shift) <= 0:
             raise ValueError(f"sigma_shift must be positive, got {sigma_shift}")
         if step_cache_threshold is not None and check_number("step_cache_threshold", step_cache_threshold) < 0:
