@@ -278,3 +278,29 @@ def test_staging_of_killed_processes_is_removed_and_others_kept(tmp_path):
     make_output().save(out_dir)
     assert not any(folder.exists() for folder in debris)
     assert all(folder.exists() for folder in kept)
+
+
+def test_two_processes_saving_into_one_new_folder_both_finish_with_one_complete_run(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "sys.path.insert(0, sys.argv[3])\n"
+        "from test_pipeline_output import make_output\n"
+        "output = make_output(with_trajectory=sys.argv[2] == 'with')\n"
+        "output.params = {'prompt': sys.argv[2]}\n"
+        "output.save(sys.argv[1])\n"
+    )
+    out_dir = tmp_path / "run"
+    processes = [subprocess.Popen([sys.executable, "-c", script, str(out_dir), kind, str(Path(__file__).parent)],
+                                  stderr=subprocess.PIPE, text=True) for kind in ("with", "without")]
+    errors = [process.communicate()[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], errors
+    assert not any("Traceback" in error for error in errors)
+    assert sum("was filled by another run while this one was generating" in error for error in errors) <= 1
+    winner = json.loads((out_dir / "params.json").read_text())["prompt"]
+    expected = {"video.mp4", "depth.mp4", "side_by_side.mp4", "input_image.png", "input_depth.png", "params.json"}
+    expected |= {"trajectory.json", "trajectory.png"} if winner == "with" else set()
+    assert {path.name for path in out_dir.iterdir()} == expected
+    assert [path.name for path in tmp_path.iterdir()] == ["run"]
