@@ -63,9 +63,9 @@ def write_safetensors(
         header[name] = {"dtype": _SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
                         "data_offsets": [offset, offset + size]}
         offset += size
-    header_bytes = json.dumps(header, separators=(",", ":")).encode()
+    header_bytes = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
     header_bytes += b" " * (-len(header_bytes) % 8)
-    with atomic_output(path) as temporary, open(temporary, "wb") as file:
+    with atomic_output(path, keep_suffix=False) as temporary, open(temporary, "wb") as file:
         file.write(len(header_bytes).to_bytes(8, "little"))
         file.write(header_bytes)
         for index in tqdm(range(len(named)), desc=f"writing {path.name}", disable=None if progress else True):
@@ -77,7 +77,7 @@ def write_safetensors(
 
 def save_dit(dit: DualCamCtrlDiT, path: str | os.PathLike) -> Path:
     """Save a DiT as safetensors with its config in the metadata (what ``load_dit`` and DiffSynth read)."""
-    metadata = {CONFIG_METADATA_KEY: json.dumps(dit.config), "format": "pt"}
+    metadata = {CONFIG_METADATA_KEY: json.dumps(dit.config, allow_nan=False), "format": "pt"}
     return write_safetensors(path, dit.state_dict().items(), metadata)
 
 
@@ -88,6 +88,21 @@ def check_keys(found: Mapping[str, torch.Tensor], expected: Mapping[str, torch.T
     )
     if difference:
         raise ValueError(f"{source} does not match the DualCamCtrl DiT layout; {difference}")
+
+
+def check_finite_weights(tensors: Iterable[tuple[str, torch.Tensor]], source: str) -> None:
+    """A ValueError naming the first floating-point tensor of ``tensors`` that holds NaN or infinite values (a
+    damaged file, or a training run that diverged), which would otherwise make every generation black or noise."""
+    for name, tensor in tensors:
+        if not tensor.is_floating_point() or tensor.is_meta:
+            continue
+        if tensor.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+            tensor = tensor.to(torch.float16)
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            bad = int(finite.numel() - finite.sum())
+            raise ValueError(f"{source}: weight {name!r} holds {bad} NaN or infinite value(s) of {tensor.numel()}; "
+                             "the checkpoint is damaged or comes from a diverged training run: use another one")
 
 
 def _empty_dit(config: Mapping[str, Any]) -> DualCamCtrlDiT:
@@ -114,6 +129,7 @@ def load_dit(
         for name in tqdm(file.keys(), desc=f"loading {path.name}", disable=None):
             state_dict[name] = file.get_tensor(name).to(device=device, dtype=torch_dtype)
     check_keys(state_dict, model.state_dict(), str(path))
+    check_finite_weights(state_dict.items(), str(path))
     model.load_state_dict(state_dict, strict=True, assign=True)
     return model.to(device=device, dtype=torch_dtype).eval()
 
@@ -136,9 +152,9 @@ def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:
         raise ValueError(
-            f"{path} needs full unpickling, which can run arbitrary code, so it is refused. Only tensors and plain "
-            f"containers are read (torch.load weights_only=True). Details: {error}"
-        ) from error
+            f"{path} needs full unpickling{_unpickler_reason(error)}, which can run arbitrary code, so it is "
+            "refused. Only tensors and plain containers are read: use a checkpoint that holds only weights"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path} could not be read as a torch checkpoint (truncated or corrupt?): {error}") from error
     while isinstance(loaded, dict):
@@ -151,6 +167,16 @@ def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not tensors:
         raise ValueError(f"{path} holds no tensors (found a {type(loaded).__name__})")
     return tensors
+
+
+def _unpickler_reason(error: Exception) -> str:
+    """What torch's refusal says the file holds (`` (Unsupported global: ...)``), without its advice to retry with
+    full unpickling, which this package never does."""
+    for line in str(error).splitlines():
+        _, found, reason = line.partition("WeightsUnpickler error:")
+        if found and reason.strip():
+            return f" ({reason.strip().split('. ')[0].rstrip('.')})"
+    return ""
 
 
 def component_of(key: str) -> tuple[str, str]:
@@ -187,12 +213,13 @@ def convert_official_checkpoint(
     with torch.device("meta"):
         expected = DualCamCtrlDiT(**config).state_dict()
     check_keys({name: source[key] for name, key in groups["dit"]}, expected, f"the DiT of {path}")
+    check_finite_weights(source.items(), str(path))
     out_dir = Path(out_dir)
     written = {}
     for component, names in groups.items():
         if component == "dit":
             target = out_dir / DIT_FILE_NAME
-            metadata = {CONFIG_METADATA_KEY: json.dumps(config), "format": "pt"}
+            metadata = {CONFIG_METADATA_KEY: json.dumps(config, allow_nan=False), "format": "pt"}
         else:
             target = out_dir / f"{component}.safetensors"
             metadata = {"format": "pt"}
@@ -229,6 +256,7 @@ def dit_from_wan_camera(
     model = _empty_dit(normalize_config(dict(config)))
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith(DUAL_BRANCH_PREFIXES)}
     check_keys(wan_state, expected, "the Wan Control-Camera DiT")
+    check_finite_weights(wan_state.items(), "the Wan Control-Camera DiT")
     model.load_state_dict(wan_state, strict=False, assign=True)
     model.copy_rgb_blocks_to_depth()
     model.reset_fusion()

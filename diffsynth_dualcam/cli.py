@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"dualcam {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the file system refused (a full disk, permissions): the cause, not a traceback
+        print(f"dualcam {args.command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
+from diffsynth_dualcam.checkpoint_files import local_official_dit
 from diffsynth_dualcam.pipeline import DualCamCtrlPipeline
 from diffsynth_dualcam.pipeline.cli import TINY_NOTICE
-from diffsynth_dualcam.checkpoint_files import local_official_dit
 from diffsynth_dualcam.testing import tiny_pipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

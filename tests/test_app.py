@@ -431,6 +431,9 @@ def test_preview_plots_the_camera_or_says_why_not(tmp_path, upload_root):
     assert plot.size[0] > 100 and "9 frames" in message
     plot, message = preview_camera("Keyframes", "orbit_left", 1.0, None, [[99, 0, 0, 0, 0, 0, 0]], 90.0, 9, 96, 64)
     assert plot is None and "frame must be a whole number in 0..8" in message
+    plot, message = preview_camera("Keyframes", "orbit_left", 1.0, None, [[0, 0, 0, 0, 0, 0, 0], [8, 0, 0, 0, 1e308, 0,
+                                                                                                  0]], 90.0, 9, 96, 64)
+    assert plot is None and "farther than 1e+06 scene units" in message
     handlers = PageHandlers(RecordingGenerate(tmp_path))
     with pytest.raises(gr.Error, match="first frame: not a readable image"):
         (upload_root / "x.png").write_text("text")
@@ -492,6 +495,15 @@ def test_preview_folder_removes_scenes_older_than_an_hour(tmp_path):
     assert fresh.parent == tmp_path and fresh.suffix == ".glb" and not fresh.exists()
     assert not old.exists() and recent.exists()
     assert folder.new_path() != fresh
+
+
+def test_preview_says_why_when_the_plot_fails(monkeypatch):
+    def failing_plot(self, path, title=None):
+        raise OverflowError()  # matplotlib's error for axes it cannot draw carries no message
+
+    monkeypatch.setattr(CameraTrajectory, "plot", failing_plot)
+    plot, message = preview_camera("Preset", "orbit_left", 1.0, None, None, 90.0, 9, 96, 64)
+    assert plot is None and message == "**Camera:** cannot plot this path (OverflowError)"
 
 
 def test_page_builds_with_banner(tmp_path):

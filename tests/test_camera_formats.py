@@ -404,3 +404,19 @@ def test_a_torch_file_with_code_is_refused_with_a_reason(tmp_path):
     torch.save({"cameras": RunsCode()}, path)
     with pytest.raises(ValueError, match="holds Python objects other than tensors and plain containers; refused"):
         CameraTrajectory.load(path)
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "+2.5", ".5", "5.", "1e-3", "-7.25E+2", "0.88900"])
+def test_plain_decimal_numbers_parse_as_float_does(text):
+    from diffsynth_dualcam.camera.formats import parse_number
+
+    assert parse_number(text) == float(text)
+
+
+@pytest.mark.parametrize("text", ["0_889", "nan", "inf", "-Infinity", "\u0660.\u0665", "\uff11", "1e", "0x10", " 1",
+                                  "1.2.3", "", "+", "e5"])
+def test_numbers_python_would_stretch_to_are_refused(text):
+    from diffsynth_dualcam.camera.formats import parse_number
+
+    with pytest.raises(ValueError, match="not a plain decimal number"):
+        parse_number(text)

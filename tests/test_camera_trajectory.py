@@ -212,3 +212,30 @@ def test_relative_is_exact_and_idempotent():
     np.testing.assert_array_equal(relative.c2w[0], np.eye(4))
     np.testing.assert_array_equal(relative.relative().c2w, relative.c2w)
     np.testing.assert_allclose(relative.c2w[1:], np.linalg.inv(c2w[0]) @ c2w[1:], atol=1e-12)
+
+
+def test_values_that_cannot_be_a_camera_are_refused_and_limits_survive_relative():
+    from diffsynth_dualcam.limits import MAX_POSITION
+
+    c2w = np.tile(np.eye(4), (3, 1, 1))
+    intrinsics = np.tile([0.5, 0.9, 0.5, 0.5], (3, 1))
+    for frame, column, value, message in ((1, 0, 1e308, "frame 1: focal lengths must be positive, between 0.001"),
+                                          (2, 1, 1e-4, "frame 2: focal lengths"),
+                                          (0, 2, 1e300, "frame 0: principal point"),
+                                          (1, 3, -9.6, "frame 1: principal point")):
+        bad = intrinsics.copy()
+        bad[frame, column] = value
+        with pytest.raises(ValueError, match=message):
+            CameraTrajectory(c2w, bad)
+    far = c2w.copy()
+    far[2, 1, 3] = 1e300
+    with pytest.raises(ValueError, match="frame 2: camera position .* is farther than 1e\\+06"):
+        CameraTrajectory(far, intrinsics)
+    # At the limit on both sides of the origin: the relative path (first camera at the origin) is just as valid.
+    edge = c2w.copy()
+    edge[:, 0, 3] = [-MAX_POSITION / 2, 0.0, MAX_POSITION / 2]
+    relative = CameraTrajectory(edge, intrinsics).relative()
+    np.testing.assert_allclose(relative.centres[:, 0], [0.0, MAX_POSITION / 2, MAX_POSITION])
+    edge[2, 0, 3] = MAX_POSITION / 2 + 1
+    with pytest.raises(ValueError, match="frame 2: camera position"):
+        CameraTrajectory(edge, intrinsics)

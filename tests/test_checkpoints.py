@@ -124,8 +124,10 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "code-ran"
     source = tmp_path / "evil.pt"
     torch.save({"pipe.dit.patch_embedding.weight": torch.zeros(1), "payload": RunsCode(marker)}, source)
-    with pytest.raises(ValueError, match="needs full unpickling.*refused"):
+    with pytest.raises(ValueError, match="needs full unpickling.*refused") as refusal:
         convert_official_checkpoint(source, tmp_path / "out", config=TINY_CONFIG)
+    assert "Unsupported global" in str(refusal.value)  # what the file holds
+    assert "weights_only" not in str(refusal.value)  # never the advice to load it with full unpickling
     assert not marker.exists()
     assert not (tmp_path / "out").exists()
     # the file really is dangerous: full unpickling runs the payload
@@ -221,3 +223,20 @@ def test_official_dit_path_converts_a_found_pt(tmp_path, monkeypatch):
     path = official_dit_path(tmp_path / "checkpoints", local_model_path=str(tmp_path / "models"), config=TINY_CONFIG)
     assert path == tmp_path / "checkpoints" / DIT_FILE_NAME
     assert_same_weights(dit, load_dit(path))
+
+
+def test_weights_holding_nan_are_refused_at_load(tmp_path):
+    dit = DualCamCtrlDiT(**TINY_CONFIG)
+    path = save_dit(dit, tmp_path / "good.safetensors")
+    assert isinstance(load_dit(path), DualCamCtrlDiT)
+    with torch.no_grad():
+        dit.blocks[0].self_attn.q.weight[0, :3] = float("nan")
+        dit.head.head.bias[0] = float("inf")
+    path = save_dit(dit, tmp_path / "nan.safetensors")
+    with pytest.raises(ValueError, match=r"nan.safetensors: weight 'blocks.0.self_attn.q.weight' holds 3 NaN"):
+        load_dit(path)
+    source = tmp_path / "official.pt"
+    torch.save({f"pipe.dit.{key}": value for key, value in dit.state_dict().items()}, source)
+    with pytest.raises(ValueError, match="official.pt: weight 'pipe.dit.blocks.0.self_attn.q.weight' holds 3 NaN"):
+        convert_official_checkpoint(source, tmp_path / "out", config=TINY_CONFIG)
+    assert not (tmp_path / "out").exists()

@@ -97,7 +97,7 @@ BAD_ARGUMENTS = [
     (["--size", "100x64"], "--size: width must be a multiple of 16"),
     (["--size", "64x50"], "--size: height must be a multiple of 16"),
     (["--steps", "0"], "--steps must be at least 1"),
-    (["--cfg", "nan"], "--cfg must be a finite number"),
+    (["--cfg", "nan"], "--cfg: guidance scale must be a number between -100 and 100 .*, got nan"),
     (["--seed", "-3"], "--seed: seed must be >= 0"),
     (["--seed", str(2**63)], "--seed: seed must be below 2\\*\\*63"),
     (["--fps", "0"], "--fps must be at least 1"),

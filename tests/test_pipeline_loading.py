@@ -183,3 +183,20 @@ def test_offload_switching_runs_on_cpu():
     pipe.vram_management_enabled = True
     pipe.load_models_to_device(["dit"])
     pipe.load_models_to_device([])
+
+
+def test_dit_weights_holding_nan_are_refused_at_load(model_files, tmp_path):
+    from diffsynth_dualcam.checkpoints import load_dit, save_dit
+    from diffsynth_dualcam.registry import register_checkpoint
+
+    configs, tokenizer_config = model_files
+    dit = load_dit(configs[0].path)
+    with torch.no_grad():
+        dit.patch_embedding.weight.view(-1)[:2] = float("nan")
+    path = save_dit(dit, tmp_path / "diverged.safetensors")
+    register_checkpoint(path)
+    with pytest.raises(ValueError, match=r"diverged.safetensors: weight 'patch_embedding.weight' holds 2 NaN"):
+        DualCamCtrlPipeline.from_pretrained(
+            [ModelConfig(path=str(path)), *(dataclasses.replace(config) for config in configs[1:])],
+            dataclasses.replace(tokenizer_config), device="cpu", torch_dtype=torch.float32,
+        )

@@ -194,3 +194,113 @@ def test_save_rejects_bad_fps(tmp_path, fps):
     with pytest.raises(ValueError, match="fps must be a positive integer"):
         make_output().save(tmp_path / "run", fps=fps)
     assert not (tmp_path / "run").exists()
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every entry under ``folder`` by relative path: a file's bytes, None for a folder."""
+    return {str(path.relative_to(folder)): (path.read_bytes() if path.is_file() else None)
+            for path in sorted(folder.rglob("*"))}
+
+
+def test_a_folder_where_a_file_goes_is_refused_and_the_old_run_kept(tmp_path):
+    out_dir = tmp_path / "run"
+    make_output().save(out_dir)
+    (out_dir / "side_by_side.mp4").unlink()
+    (out_dir / "side_by_side.mp4").mkdir()
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"side_by_side.mp4 is a folder, where a run saves its side_by_side.mp4"):
+        make_output(with_trajectory=False).save(out_dir)
+    assert snapshot(tmp_path) == before
+
+
+def test_an_error_while_moving_files_in_puts_the_old_run_back(tmp_path, monkeypatch):
+    out_dir = tmp_path / "run"
+    make_output().save(out_dir)
+    before = snapshot(tmp_path)
+    real_replace = os.replace
+
+    def failing_replace(source, target):
+        if Path(target) == out_dir / "side_by_side.mp4" and ".partial-" in str(source):
+            raise OSError(5, "Input/output error")
+        real_replace(source, target)
+
+    monkeypatch.setattr(output_module.os, "replace", failing_replace)
+    changed = make_output(with_trajectory=False)
+    changed.params = {"prompt": "other"}
+    with pytest.raises(OSError, match="Input/output error"):
+        changed.save(out_dir)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_run_saved_into_the_same_new_folder_meanwhile_is_replaced_with_a_warning(tmp_path, monkeypatch):
+    """Two generations on one new folder: the second to finish finds it filled by the first (simulated by saving the
+    first while the second writes its files) and replaces that run whole, with a warning and no error."""
+    out_dir = tmp_path / "run"
+    first, second = make_output(), make_output(with_trajectory=False)
+    first.params, second.params = {"prompt": "first"}, {"prompt": "second"}
+    real_write_files = DualCamCtrlOutput.write_files
+
+    def write_files_while_the_first_saves(self, folder, fps):
+        if self is second:
+            first.save(out_dir)
+        real_write_files(self, folder, fps)
+
+    monkeypatch.setattr(DualCamCtrlOutput, "write_files", write_files_while_the_first_saves)
+    with pytest.warns(UserWarning, match="was filled by another run while this one was generating"):
+        written = second.save(out_dir)
+    assert json.loads((out_dir / "params.json").read_text())["prompt"] == "second"
+    assert {path.name for path in out_dir.iterdir()} == set(written)  # the first run's trajectory files are gone
+    assert [path.name for path in tmp_path.iterdir()] == ["run"]
+
+
+def dead_process_id() -> int:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_staging_of_killed_processes_is_removed_and_others_kept(tmp_path):
+    from diffsynth_dualcam.io import host_tag
+
+    out_dir = tmp_path / "run"
+    make_output().save(out_dir)
+    dead, live, host = dead_process_id(), os.getppid(), host_tag()
+    debris = [tmp_path / f".run.partial-{host}-{dead}-0badc0de", out_dir / f".run.partial-{host}-{dead}-0badc0de",
+              out_dir / f".run.backup-{host}-{dead}-0badc0de"]
+    kept = [tmp_path / f".run.partial-{host}-{live}-0badc0de", tmp_path / f".run.partial-00000000-{dead}-0badc0de",
+            tmp_path / ".run.notes"]
+    for folder in debris + kept:
+        folder.mkdir()
+        (folder / "video.mp4").write_bytes(b"half")
+    make_output().save(out_dir)
+    assert not any(folder.exists() for folder in debris)
+    assert all(folder.exists() for folder in kept)
+
+
+def test_two_processes_saving_into_one_new_folder_both_finish_with_one_complete_run(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "sys.path.insert(0, sys.argv[3])\n"
+        "from test_pipeline_output import make_output\n"
+        "output = make_output(with_trajectory=sys.argv[2] == 'with')\n"
+        "output.params = {'prompt': sys.argv[2]}\n"
+        "output.save(sys.argv[1])\n"
+    )
+    out_dir = tmp_path / "run"
+    processes = [subprocess.Popen([sys.executable, "-c", script, str(out_dir), kind, str(Path(__file__).parent)],
+                                  stderr=subprocess.PIPE, text=True) for kind in ("with", "without")]
+    errors = [process.communicate()[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], errors
+    assert not any("Traceback" in error for error in errors)
+    assert sum("was filled by another run while this one was generating" in error for error in errors) <= 1
+    winner = json.loads((out_dir / "params.json").read_text())["prompt"]
+    expected = {"video.mp4", "depth.mp4", "side_by_side.mp4", "input_image.png", "input_depth.png", "params.json"}
+    expected |= {"trajectory.json", "trajectory.png"} if winner == "with" else set()
+    assert {path.name for path in out_dir.iterdir()} == expected
+    assert [path.name for path in tmp_path.iterdir()] == ["run"]

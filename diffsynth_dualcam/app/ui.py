@@ -88,12 +88,13 @@ def preview_camera(*camera_inputs) -> tuple[Image.Image | None, str]:
     """Plot of the trajectory chosen on the page (arguments of :func:`build_camera`), or no plot and the reason."""
     try:
         trajectory = build_camera(*camera_inputs)
-    except (ValueError, TypeError) as error:
-        return None, f"**Camera:** {error}"
-    with tempfile.TemporaryDirectory(prefix="dualcam-preview-") as folder:
-        with Image.open(trajectory.plot(Path(folder) / "trajectory.png", title=f"{len(trajectory)} frames")) as plot:
-            plot.load()
-            return plot.copy(), f"**Camera:** {len(trajectory)} frames"
+        with tempfile.TemporaryDirectory(prefix="dualcam-preview-") as folder:
+            path = trajectory.plot(Path(folder) / "trajectory.png", title=f"{len(trajectory)} frames")
+            with Image.open(path) as plot:
+                plot.load()
+                return plot.copy(), f"**Camera:** {len(trajectory)} frames"
+    except (ValueError, TypeError, OverflowError) as error:  # the plot too: axes beyond what it can draw
+        return None, f"**Camera:** {str(error) or f'cannot plot this path ({type(error).__name__})'}"
 
 
 def preview_scene(folder: PreviewFolder, image_path: str | None, depth_path: str | None,

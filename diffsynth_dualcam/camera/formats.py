@@ -23,6 +23,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from ..io import atomic_write
+from ..limits import MAX_TRAJECTORY_BYTES, MAX_TRAJECTORY_FRAMES
 from .trajectory import REALESTATE10K_FRAME_SIZE, ROTATION_TOLERANCE, CameraTrajectory, check_size
 
 FORMAT_NAME = "dualcam-trajectory"
@@ -48,6 +49,11 @@ _COLMAP_COUNT = struct.Struct("<Q")
 _COLMAP_CAMERA = struct.Struct("<IiQQ")
 _COLMAP_IMAGE = struct.Struct("<I7dI")
 _COLMAP_POINT2D_BYTES = 24
+#: A number as the text formats write it: ASCII digits, an optional sign, fraction and exponent; no "_", "nan",
+#: "inf" nor digits of other scripts (which Python's float() would all accept).
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+#: Largest COLMAP images file (its 2D points make it large in real models; they are skipped, not read).
+MAX_COLMAP_IMAGES_BYTES = 2 * 2**30
 
 
 # ---- reading ------------------------------------------------------------------------------------------------------
@@ -58,6 +64,8 @@ def read_trajectory(path: str | Path, format: str | None = None) -> CameraTrajec
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no trajectory at {path}")
+    if not path.is_dir():
+        _check_regular_file(path, MAX_TRAJECTORY_BYTES)
     format = format or detect_format(path)
     if format not in READERS:
         raise ValueError(f"unknown trajectory format {format!r}; expected one of {', '.join(FORMATS)}")
@@ -98,6 +106,7 @@ def read_realestate10k(path: Path) -> CameraTrajectory:
     if lines and not _is_number(lines[0][0]) and (len(lines[0]) == 1 or lines[0][0] == FORMAT_NAME):
         source_size = _realestate10k_source_size(lines[0], path)
         lines = lines[1:]  # the video URL, or our header
+    _check_frame_count(len(lines), path)
     rows = []
     for number, line in enumerate(lines):
         if len(line) not in (18, 19):
@@ -106,7 +115,7 @@ def read_realestate10k(path: Path) -> CameraTrajectory:
         if len(line) != len(lines[0]):
             raise ValueError(f"{path}: row {number} has {len(line)} values but row 0 has {len(lines[0])}")
         try:
-            rows.append([float(value) for value in line])
+            rows.append([parse_number(value) for value in line])
         except ValueError:
             text = " ".join(line)[:80]
             raise ValueError(f"{path}: row {number} holds a value that is not a number: {text!r}") from None
@@ -125,11 +134,11 @@ def _realestate10k_source_size(first_line: list[str], path: Path) -> tuple[int, 
             continue
         if value == "none":
             return None
-        match = re.fullmatch(r"(\d+)x(\d+)", value)
+        match = re.fullmatch(r"([0-9]+)x([0-9]+)", value)
         if match is None or not int(match[1]) or not int(match[2]):
             raise ValueError(f"{path}: first line: source_size must be WIDTHxHEIGHT in positive whole pixels "
                              f"(e.g. 640x360) or none, got {_short(value)}")
-        return int(match[1]), int(match[2])
+        return _with_path(path, check_size, (int(match[1]), int(match[2])), "first line: source_size")
     return REALESTATE10K_FRAME_SIZE
 
 
@@ -160,7 +169,9 @@ def read_torch(path: Path) -> CameraTrajectory:
             raise ValueError(f"{path}: 'source_size' must be [width, height] in whole pixels or None, "
                              f"got {_short(source_size)}")
         source_size = _with_path(path, check_size, source_size, "source_size")
-    return _with_path(path, CameraTrajectory.from_realestate10k, cameras, source_size)
+    trajectory = _with_path(path, CameraTrajectory.from_realestate10k, cameras, source_size)
+    _check_frame_count(len(trajectory), path)
+    return trajectory
 
 
 def read_dualcam_json(path: Path) -> CameraTrajectory:
@@ -175,6 +186,7 @@ def read_dualcam_json(path: Path) -> CameraTrajectory:
     frames = document.get("frames")
     if not isinstance(frames, list) or not frames:
         raise ValueError(f"{path}: \"frames\" must be a non-empty list of {{\"c2w\": ..., \"intrinsics\": ...}}")
+    _check_frame_count(len(frames), path)
     c2w = np.tile(np.eye(4), (len(frames), 1, 1))
     intrinsics = np.empty((len(frames), 4))
     for index, frame in enumerate(frames):
@@ -200,6 +212,7 @@ def read_nerf_transforms(path: Path) -> CameraTrajectory:
     frames = document.get("frames")
     if not isinstance(frames, list) or not frames:
         raise ValueError(f"{path}: \"frames\" must be a non-empty list")
+    _check_frame_count(len(frames), path)
     c2w = np.empty((len(frames), 4, 4))
     intrinsics = np.empty((len(frames), 4))
     sizes = set()
@@ -236,6 +249,7 @@ def read_colmap(path: Path) -> CameraTrajectory:
         except Exception as error:  # pycolmap raises ValueError/RuntimeError/IndexError for bad models
             raise ValueError(f"{path}: not a readable COLMAP model ({type(error).__name__}: {error})") from None
     images = sorted((image for image in reconstruction.images.values() if image.has_pose), key=lambda im: im.name)
+    _check_frame_count(len(images), path)
     if not images:
         raise ValueError(f"{path}: COLMAP model has no registered images (empty trajectory)")
     w2c = np.tile(np.eye(4), (len(images), 1, 1))
@@ -280,6 +294,11 @@ def _colmap_model_copy(model_dir: Path, scratch: Path) -> Path:
         raise ValueError(f"{model_dir}: a COLMAP model is a directory holding cameras.txt and images.txt (or the .bin "
                          "files)")
     names = {entry.name for entry in model_dir.iterdir()}
+    used = ("cameras.bin", "images.bin") if {"cameras.bin", "images.bin"} <= names else ("cameras.txt", "images.txt")
+    for name in used:
+        if name in names:
+            _check_regular_file(model_dir / name,
+                                MAX_COLMAP_IMAGES_BYTES if name.startswith("images") else MAX_TRAJECTORY_BYTES)
     if {"cameras.bin", "images.bin"} <= names:
         camera_ids = _check_colmap_cameras_bin(model_dir / "cameras.bin")
         images = _colmap_images_bin_without_points(model_dir / "images.bin", camera_ids)
@@ -351,6 +370,7 @@ def _colmap_images_bin_without_points(path: Path, camera_ids: set[int]) -> bytes
 def _strip_colmap_images(data: mmap.mmap, size: int, path: Path, camera_ids: set[int]) -> bytes:
     minimum_record = _COLMAP_IMAGE.size + 1 + _COLMAP_COUNT.size  # an empty name and no 2D points
     count, offset = _colmap_count(data, size, path, "image", minimum_record)
+    _check_frame_count(count, path)
     records = [_COLMAP_COUNT.pack(count)]
     image_ids = set()
     for index in range(count):
@@ -432,7 +452,7 @@ def write_dualcam_json(trajectory: CameraTrajectory, path: Path) -> None:
         "frames": [{"c2w": pose.tolist(), "intrinsics": values.tolist()}
                    for pose, values in zip(trajectory.c2w, trajectory.intrinsics)],
     }
-    atomic_write(path, json.dumps(document, indent=1).encode())
+    atomic_write(path, json.dumps(document, indent=1, allow_nan=False).encode())
 
 
 def write_realestate10k(trajectory: CameraTrajectory, path: Path) -> None:
@@ -465,7 +485,7 @@ def write_nerf_transforms(trajectory: CameraTrajectory, path: Path) -> None:
               for index, (pose, (fx, fy, cx, cy)) in enumerate(zip(trajectory.c2w, pixel.tolist()))]
     document = {"w": width, "h": height, "camera_angle_x": 2 * math.atan(0.5 / trajectory.intrinsics[0, 0]),
                 "camera_angle_y": 2 * math.atan(0.5 / trajectory.intrinsics[0, 1]), "frames": frames}
-    atomic_write(path, json.dumps(document, indent=1).encode())
+    atomic_write(path, json.dumps(document, indent=1, allow_nan=False).encode())
 
 
 def colmap_image_name(index: int, num_frames: int) -> str:
@@ -533,11 +553,33 @@ def _decode(data: bytes, path: Path) -> str:
         raise ValueError(f"{path}: not a UTF-8 text file and not a torch file ({error})") from None
 
 
+def _check_regular_file(path: Path, max_bytes: int) -> None:
+    """A ValueError unless ``path`` is a regular file (not a FIFO, device or socket, which could block or never
+    end) of at most ``max_bytes``."""
+    if not path.is_file():
+        raise ValueError(f"{path}: not a regular file (a trajectory is a file, or a COLMAP model folder)")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ValueError(f"{path}: {size:,} bytes, more than the limit of {max_bytes:,} for a trajectory file")
+
+
+def _check_frame_count(count: int, path: Path) -> None:
+    if count > MAX_TRAJECTORY_FRAMES:
+        raise ValueError(f"{path}: {count:,} frames, more than the limit of {MAX_TRAJECTORY_FRAMES:,} for a "
+                         "trajectory")
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def _parse_json(text: str, path: Path) -> dict:
     try:
-        document = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as error:
-        raise ValueError(f"{path}: invalid JSON ({error})") from None
+        document = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError(f"{path}: invalid JSON (nested too deeply)") from None
+    except ValueError as error:  # JSONDecodeError, NaN/Infinity, an integer of more than 4300 digits
+        raise ValueError(f"{path}: invalid JSON ({_short_text(str(error))})") from None
     if not isinstance(document, dict):
         raise ValueError(f"{path}: the JSON document must be an object, got {type(document).__name__}")
     return document
@@ -547,8 +589,11 @@ def _float_array(value: Any, path: Path, what: str, shape: tuple[int, ...] | Non
     """``value`` as a float64 array (of ``shape`` if given), or a ValueError naming ``what``."""
     if isinstance(value, (str, bytes, dict)) or value is None:
         raise ValueError(f"{path}: {what} must be numbers, got {type(value).__name__}")
-    if _holds_bool(value):
-        raise ValueError(f"{path}: {what} must be numbers, got a boolean (true/false) among them")
+    odd = _non_numbers(value)
+    if odd:
+        odd = odd[0]
+        kind = "a boolean (true/false)" if isinstance(odd, bool) else _short_text(json.dumps(odd))
+        raise ValueError(f"{path}: {what} must be numbers, got {kind} among them")
     try:
         array = np.array(value, dtype=np.float64)
     except (TypeError, ValueError, OverflowError, RecursionError):
@@ -558,16 +603,17 @@ def _float_array(value: Any, path: Path, what: str, shape: tuple[int, ...] | Non
     return array
 
 
-def _holds_bool(value: Any) -> bool:
-    """Whether ``value`` or any item of its (nested) lists is a boolean, which numpy would take for 0 or 1."""
+def _non_numbers(value: Any) -> list:
+    """The first item of ``value``'s (nested) lists that is not a JSON number (a boolean, which numpy would take for
+    0 or 1, a string such as "0.5", which it would parse, null, an object) in a list, or [] when all are numbers."""
     pending = [value]
     while pending:
         item = pending.pop()
-        if isinstance(item, bool):
-            return True
         if isinstance(item, list):
-            pending.extend(item)
-    return False
+            pending.extend(reversed(item))
+        elif isinstance(item, bool) or not isinstance(item, (int, float)):
+            return [item]
+    return []
 
 
 def _float_field(fields: dict, key: str, path: Path, index: int) -> float | None:
@@ -667,12 +713,20 @@ def _with_path(path: Path, build: Callable[..., CameraTrajectory], *args: Any) -
         raise ValueError(f"{path}: {error}") from None
 
 
+def parse_number(text: str) -> float:
+    """``text`` as a float if it is a plain decimal number (``-1``, ``0.5``, ``.5``, ``2e-3``); a ValueError for
+    anything else Python's ``float`` would take ("0_889", "nan", "inf", digits of other scripts, spaces)."""
+    if not _NUMBER.fullmatch(text):
+        raise ValueError(f"not a plain decimal number: {_short(text)}")
+    return float(text)
+
+
 def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    return _NUMBER.fullmatch(text) is not None
+
+
+def _short_text(text: str) -> str:
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _short(value: Any) -> str:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..limits import FOCAL_RANGE, MAX_POSITION, MAX_PRINCIPAL_OFFSET, MAX_SOURCE_SIDE
+
 if TYPE_CHECKING:  # torch is imported where a tensor is made, so that camera files are read without it
     import torch
 
@@ -51,6 +53,33 @@ def _check_rigid(c2w: np.ndarray) -> None:
                          "a reflection, not a rotation")
 
 
+def _check_camera_ranges(c2w: np.ndarray, intrinsics: np.ndarray) -> None:
+    """Raise a ValueError naming the first frame whose camera cannot be a real one (see docs/limits.md): focal
+    lengths outside ``FOCAL_RANGE``, a principal point more than ``MAX_PRINCIPAL_OFFSET`` from the centre, a centre
+    with a coordinate beyond ``MAX_POSITION`` or farther than that from the first camera (both then hold for
+    ``relative()`` too)."""
+    low, high = FOCAL_RANGE
+    bad = ((intrinsics[:, :2] <= 0) | ~((intrinsics[:, :2] >= low) & (intrinsics[:, :2] <= high))).any(axis=1)
+    if bad.any():
+        frame = int(np.argmax(bad))
+        raise ValueError(f"frame {frame}: focal lengths must be positive, between {low:g} and {high:g} image sides "
+                         f"(normalised), got fx={intrinsics[frame, 0]:g}, fy={intrinsics[frame, 1]:g}")
+    offset = np.abs(intrinsics[:, 2:] - 0.5).max(axis=1)
+    if (offset > MAX_PRINCIPAL_OFFSET).any():
+        frame = int(np.argmax(offset > MAX_PRINCIPAL_OFFSET))
+        raise ValueError(f"frame {frame}: principal point (cx, cy) = ({intrinsics[frame, 2]:g}, "
+                         f"{intrinsics[frame, 3]:g}) is more than {MAX_PRINCIPAL_OFFSET:g} image sides from the "
+                         "centre (0.5, 0.5) (normalised)")
+    centres = c2w[:, :3, 3]
+    far = np.abs(centres).max(axis=1) > MAX_POSITION  # checked first: the distances below cannot overflow then
+    if not far.any():
+        far = np.linalg.norm(centres - centres[0], axis=1) > MAX_POSITION
+    if far.any():
+        frame = int(np.argmax(far))
+        raise ValueError(f"frame {frame}: camera position {centres[frame].tolist()} is farther than {MAX_POSITION:g} "
+                         "scene units from the origin (on an axis) or from the first camera")
+
+
 class CameraTrajectory:
     """Camera poses and intrinsics of F frames.
 
@@ -78,11 +107,7 @@ class CameraTrajectory:
         _check_finite(c2w, "c2w")
         _check_finite(intrinsics, "intrinsics")
         _check_rigid(c2w)
-        non_positive = (intrinsics[:, :2] <= 0).any(axis=1)
-        if non_positive.any():
-            frame = int(np.argmax(non_positive))
-            raise ValueError(f"frame {frame}: focal lengths must be positive, got fx={intrinsics[frame, 0]:g}, "
-                             f"fy={intrinsics[frame, 1]:g}")
+        _check_camera_ranges(c2w, intrinsics)
         self.c2w = c2w
         self.intrinsics = intrinsics
         self.source_size = check_size(source_size, "source_size") if source_size is not None else None
@@ -314,15 +339,19 @@ class CameraTrajectory:
 
 
 def check_size(size: Any, name: str) -> tuple[int, int]:
-    """``size`` as a (width, height) pair of positive ints, or a ValueError naming ``name``."""
+    """``size`` as a (width, height) pair of positive ints of at most ``MAX_SOURCE_SIDE``, or a ValueError naming
+    ``name``."""
     try:
         width, height = size
-        valid = (not isinstance(width, (bool, np.bool_)) and not isinstance(height, (bool, np.bool_))
-                 and int(width) == width and int(height) == height and width > 0 and height > 0)
+        valid = all(isinstance(value, (int, float, np.integer, np.floating))
+                    and not isinstance(value, (bool, np.bool_)) and 0 < value <= MAX_SOURCE_SIDE
+                    and int(value) == value for value in (width, height))
     except (TypeError, ValueError, OverflowError):
         valid = False
     if not valid:
-        raise ValueError(f"{name} must be (width, height) in positive whole pixels, got {size!r}")
+        text = repr(size) if len(repr(size)) <= 60 else repr(size)[:57] + "..."
+        raise ValueError(f"{name} must be (width, height) in positive whole pixels of at most {MAX_SOURCE_SIDE}, "
+                         f"got {text}")
     return int(width), int(height)
 
 

@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     total_frames = sum(report.num_frames for report in reports)
     print(f"{len(reports)} clips, {total_frames} frames with cameras, {bad} with problems")
     if args.report:
-        path = atomic_write(args.report, json.dumps([report.__dict__ for report in reports], indent=1).encode())
+        document = json.dumps([report.__dict__ for report in reports], indent=1, allow_nan=False)
+        path = atomic_write(args.report, document.encode())
         print(f"report written to {path}")
     return 1 if bad else 0

@@ -81,7 +81,7 @@ def save_captions(root: str | Path, captions: dict[str, str]) -> Path:
         raise ValueError("captions must map clip names to caption strings")
     path = Path(root) / CAPTIONS_FILE
     merged = {**load_captions(root), **captions}
-    atomic_write(path, json.dumps(merged, indent=1, ensure_ascii=False).encode("utf-8"))
+    atomic_write(path, json.dumps(merged, indent=1, ensure_ascii=False, allow_nan=False).encode("utf-8"))
     return path
 
 

@@ -101,5 +101,5 @@ def write_synthetic_dataset(
         (folder / f"{name}.txt").write_text("\n".join(lines) + "\n")
         captions[name] = f"synthetic scene {index} with {len(scene)} glowing points"
         cameras[name] = camera
-    (root / "captions.json").write_text(json.dumps(captions, indent=1))
+    (root / "captions.json").write_text(json.dumps(captions, indent=1, allow_nan=False))
     return cameras

@@ -382,6 +382,6 @@ def write_report(report: dict, out_path: str | Path) -> tuple[Path, Path]:
     """Write the JSON report to ``out_path`` and the per-clip CSV beside it (same name, .csv); returns both."""
     out_path = Path(out_path)
     csv_path = out_path.with_suffix(".csv")
-    atomic_write(out_path, (json.dumps(report, indent=2) + "\n").encode("utf-8"))
+    atomic_write(out_path, (json.dumps(report, indent=2, allow_nan=False) + "\n").encode("utf-8"))
     atomic_write(csv_path, report_csv(report).encode("utf-8"))
     return out_path, csv_path

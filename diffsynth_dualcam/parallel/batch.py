@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 
 from tqdm import tqdm
 
+from ..limits import MAX_BATCH_FILE_BYTES
 from .sequence import local_device
 
 #: Per-clip options a job may set: long option name -> "path" (resolved against the batch file), "flag" (true or
@@ -50,23 +51,25 @@ DONE_MARKER = "params.json"
 def load_jobs(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The clips of a batch file, checked: each has a unique safe ``name`` and only known options."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"--batch-file: no such file: {path}")
-    text = path.read_text()
+    if not path.is_file():
+        raise ValueError(f"--batch-file {path}: not a regular file")
+    if path.stat().st_size > MAX_BATCH_FILE_BYTES:
+        raise ValueError(f"--batch-file {path}: {path.stat().st_size:,} bytes, more than the limit of "
+                         f"{MAX_BATCH_FILE_BYTES:,}")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"--batch-file {path}: not UTF-8 text ({error}); save it as UTF-8") from None
     if text.lstrip().startswith("["):
-        try:
-            entries = list(enumerate(json.loads(text), start=1))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"--batch-file {path}: not valid JSON ({error})") from None
+        entries = list(enumerate(_parse_json(text, f"--batch-file {path}: not valid JSON"), start=1))
         where = "entry"
     else:
         entries = []
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip() and not line.lstrip().startswith("#"):
-                try:
-                    entries.append((number, json.loads(line)))
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"--batch-file {path}: line {number} is not a JSON object ({error})") from None
+                entries.append((number, _parse_json(line, f"--batch-file {path}: line {number} is not a JSON object")))
         where = "line"
     if not entries:
         raise ValueError(f"--batch-file {path}: no clips in the file")
@@ -91,6 +94,21 @@ def load_jobs(path: str | os.PathLike) -> list[dict[str, Any]]:
                 raise ValueError(f"{prefix}: '{key}' must be {expected} (or null), got {json.dumps(value)}")
         jobs.append({key: _resolve(key, value, path.parent) for key, value in job.items()})
     return jobs
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _parse_json(text: str, prefix: str) -> Any:
+    """``text`` parsed as standard JSON, or a ValueError starting with ``prefix``."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError(f"{prefix} (nested too deeply)") from None
+    except ValueError as error:  # JSONDecodeError, NaN/Infinity, an integer of more than 4300 digits
+        message = str(error)
+        raise ValueError(f"{prefix} ({message if len(message) <= 200 else message[:197] + '...'})") from None
 
 
 def _resolve(key: str, value: Any, base: Path) -> Any:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .. import limits
 from ..camera import CameraTrajectory
 from ..checkpoint_files import local_official_dit
 from ..depth import DEFAULT_DEPTH_MODEL
@@ -27,6 +28,7 @@ from .inputs import (
     prepare_image,
     prepare_trajectory,
 )
+from .output import check_out_dir_files
 
 if TYPE_CHECKING:  # torch and DiffSynth load only once the arguments are checked, so that errors come at once
     from ..depth import DepthEstimator
@@ -164,6 +166,11 @@ def resolve_setup(args: argparse.Namespace) -> GenerationSetup:
         frames=args.frames if args.frames is not None else defaults["frames"],
         steps=args.steps if args.steps is not None else defaults["steps"],
     )
+    setup_frames = min(setup.frames, args.chunk_frames)  # a chain is generated one clip at a time
+    try:
+        limits.check_clip(*setup.size, setup_frames)
+    except ValueError as error:
+        raise ValueError(f"--size / --frames / --chunk-frames: {error}") from None
     args.device = check_device(args.device)
     return setup
 
@@ -183,8 +190,13 @@ def check_values(args: argparse.Namespace) -> None:
     check_frame_count("--chunk-frames", args.chunk_frames, minimum=5)
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
-    if not math.isfinite(args.cfg):
-        raise ValueError(f"--cfg must be a finite number, got {args.cfg}")
+    for option, check, value in (("--steps", limits.check_steps, args.steps), ("--cfg", limits.check_cfg, args.cfg)):
+        if value is None:
+            continue
+        try:
+            check(value)
+        except ValueError as error:
+            raise ValueError(f"{option}: {error}") from None
     try:
         check_seed(args.seed)
     except ValueError as error:
@@ -238,6 +250,10 @@ def check_out_dir(out: Path) -> None:
         raise ValueError(f"--out must be a folder, {out} {where}")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"--out {out}: this process may not write in {existing}")
+    try:
+        check_out_dir_files(out)
+    except ValueError as error:
+        raise ValueError(f"--out: {error}") from None
 
 
 def check_device(text: str) -> str:
@@ -268,12 +284,19 @@ def load_image(option: str, path: Path) -> Image.Image:
         raise FileNotFoundError(f"{option}: no such file: {path}")
     try:
         with Image.open(path) as image:
+            try:
+                limits.check_image_pixels(*image.size)  # before the pixels are decoded
+            except ValueError as error:
+                raise ValueError(f"{option}: {path}: {error}") from None
             image.load()
             try:
                 upright = ImageOps.exif_transpose(image)  # a phone photo's EXIF orientation, as viewers show it
             except Exception as error:  # damaged EXIF data: Pillow raises SyntaxError, struct.error, ...
                 raise ValueError(f"{option}: {path} holds damaged EXIF data ({error})") from None
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError:
+        raise ValueError(f"{option}: {path}: the image is larger than the limit of {limits.MAX_IMAGE_PIXELS:,} "
+                         "pixels (8192x8192); scale it down first") from None
+    except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"{option}: cannot read {path} as an image ({error})") from None
     if upright.mode not in EIGHT_BIT_MODES:
         hint = "; a depth map must be 8-bit grayscale disparity (near = bright)" if option == "--depth" else ""
@@ -299,7 +322,10 @@ def load_inputs(
     if args.trajectory is not None:
         trajectory = CameraTrajectory.load(args.trajectory)
     else:
-        trajectory = CameraTrajectory.preset(args.preset, num_frames=frames, speed=args.speed)
+        try:
+            trajectory = CameraTrajectory.preset(args.preset, num_frames=frames, speed=args.speed)
+        except ValueError as error:
+            raise ValueError(f"--preset {args.preset} at --speed {args.speed:g}: {error}") from None
     if args.source_size is not None:
         trajectory = CameraTrajectory(trajectory.c2w, trajectory.intrinsics, args.source_size)
     return image, depth, trajectory

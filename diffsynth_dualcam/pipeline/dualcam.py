@@ -210,6 +210,9 @@ class DualCamCtrlPipeline(BasePipeline):
                 )
             setattr(pipe, attribute, model)
             model_source[attribute] = absolute_paths(model_pool.model_path[model_pool.model_name.index(model_name)])
+        from ..checkpoints import check_finite_weights
+
+        check_finite_weights(pipe.dit.state_dict().items(), f"the DiT {model_source['dit']}")
         pipe.tokenizer = HuggingfaceTokenizer(name=tokenizer_config.path, seq_len=TOKENIZER_LENGTH, clean="whitespace")
         model_source["tokenizer"] = absolute_paths(tokenizer_config.path)
         pipe.model_source = model_source

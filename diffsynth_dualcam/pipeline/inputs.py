@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from .. import limits
 from ..camera import CameraTrajectory
 
 if TYPE_CHECKING:  # the argument checks here run before torch loads
@@ -45,8 +46,10 @@ def check_flag(name: str, value: object) -> bool:
 
 
 def check_size(height: object, width: object, multiple: int = 16) -> tuple[int, int]:
-    """(height, width), each a positive multiple of ``multiple`` (the VAE's 8x times the DiT's 2x2 patches)."""
+    """(height, width), each a positive multiple of ``multiple`` (the VAE's 8x times the DiT's 2x2 patches) and at
+    most ``limits.MAX_SIDE``."""
     height, width = check_int("height", height), check_int("width", width)
+    limits.check_output_size(width, height)
     for name, value in (("height", height), ("width", width)):
         if value % multiple:
             below = value - value % multiple
@@ -58,8 +61,10 @@ def check_size(height: object, width: object, multiple: int = 16) -> tuple[int, 
 
 
 def check_num_frames(num_frames: object) -> int:
-    """``num_frames`` if it is 4k + 1 (the VAE compresses time by 4 after the first frame)."""
+    """``num_frames`` if it is 4k + 1 (the VAE compresses time by 4 after the first frame) and at most
+    ``limits.MAX_FRAMES``."""
     num_frames = check_int("num_frames", num_frames)
+    limits.check_frames(num_frames)
     if num_frames % 4 != 1:
         below = num_frames - (num_frames - 1) % 4
         raise ValueError(f"num_frames must be 4k+1 (e.g. 61), got {num_frames} (nearest valid: {below} or {below + 4})")

@@ -1,21 +1,29 @@
 """What a generation returns, and how it is written to disk."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import secrets
 import shutil
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import imageio.v2 as imageio
 import numpy as np
-import torch
 from PIL import Image
-from safetensors.torch import save_file
 
 from ..camera import CameraTrajectory
+from ..io import remove_stale_staging, staging_name
+
+if TYPE_CHECKING:  # torch and the video writer load when a run is saved: the CLI checks --out without them
+    import torch
+
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: saves do not take turns
+    fcntl = None
 
 #: Every file ``save`` may write; ``params.json`` (moved last) marks a finished run.
 OUTPUT_FILES = (
@@ -28,6 +36,8 @@ CAMERA_TENSOR_KEY = "camera"
 
 def write_video(path: Path, frames: list[Image.Image], fps: int) -> None:
     """Encode RGB or grayscale PIL frames as an H.264 mp4."""
+    import imageio.v2 as imageio
+
     arrays = [np.asarray(frame.convert("RGB")) for frame in frames]
     imageio.mimwrite(path, arrays, fps=fps, codec="libx264", quality=8, macro_block_size=1)
 
@@ -53,6 +63,69 @@ def replaceable_whole(out_dir: Path) -> bool:
     if out_dir.is_symlink() or any(out_dir.iterdir()) or out_dir.samefile(os.getcwd()) or os.path.ismount(out_dir):
         return False
     return os.access(out_dir.parent, os.W_OK)
+
+
+def check_out_dir_files(out_dir: Path) -> None:
+    """An error unless ``save`` can write into ``out_dir``: NotADirectoryError if it is a file, ValueError if one of
+    its ``OUTPUT_FILES`` names is taken by a folder (or anything else that is not a file or a link)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"out_dir must be a folder, {out_dir} is a file")
+    if not out_dir.is_dir():
+        return
+    for name in OUTPUT_FILES:
+        path = out_dir / name
+        if path.exists() and not path.is_symlink() and not path.is_file():
+            kind = "a folder" if path.is_dir() else "not a regular file"
+            raise ValueError(f"{path} is {kind}, where a run saves its {name}: move it away or save elsewhere")
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (flock on the folder itself, nothing written), so that processes
+    moving runs into it take turns; without lock support, no lock."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY) if fcntl is not None else None
+    except OSError:
+        descriptor = None
+    if descriptor is None:
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def replace_files(staging: Path, out_dir: Path, names: list[str]) -> None:
+    """Replace the run in ``out_dir`` by the files ``names`` of ``staging`` (see ``DualCamCtrlOutput.save``): the old
+    run's files go to a backup folder (``params.json`` first), the new ones come in (``params.json`` last); on error
+    the new files are taken out and the old ones put back (``params.json`` last), then the error is raised."""
+    backup = out_dir / staging_name(out_dir.name or "run", kind="backup")
+    backup.mkdir()
+    old, new = [], []
+    order = ["params.json", *(name for name in OUTPUT_FILES if name != "params.json")]
+    try:
+        for name in order:
+            if os.path.lexists(out_dir / name):
+                os.replace(out_dir / name, backup / name)
+                old.append(name)
+        for name in names:  # OUTPUT_FILES order: params.json last
+            os.replace(staging / name, out_dir / name)
+            new.append(name)
+    except BaseException:
+        for name in reversed(new):
+            with contextlib.suppress(OSError):
+                os.replace(out_dir / name, staging / name)
+        for name in reversed(old):
+            with contextlib.suppress(OSError):
+                os.replace(backup / name, out_dir / name)
+        raise
+    finally:
+        if not any(backup.iterdir()):
+            backup.rmdir()
+    shutil.rmtree(backup, ignore_errors=True)
 
 
 @dataclass
@@ -86,33 +159,38 @@ class DualCamCtrlOutput:
         takes back as ``camera=``; ``params["camera"]["file"]`` names it). Image-to-video: ``input_image.png`` and
         ``input_depth.png``. Files of this list that a run does not produce are removed from ``out_dir``.
 
-        Everything is written into a temporary folder first, so an error leaves ``out_dir`` as it was. A new or empty
-        ``out_dir`` is then replaced by that folder (made beside it) in one rename. Otherwise the folder is made
-        inside ``out_dir`` and the files are moved one by one, the old ``params.json`` removed first and the new one
-        moved last, so that a folder with a ``params.json`` always holds one complete run.
+        All or nothing: everything is written into a staging folder first (``diffsynth_dualcam.io.staging_name``),
+        so an error leaves ``out_dir`` as it was. A new or empty ``out_dir`` is then replaced by that folder (made
+        beside it) in one rename. Otherwise the folder is made inside ``out_dir``; the old run's files are moved
+        aside (its ``params.json`` first) and the new ones moved in (``params.json`` last), so that a folder with a
+        ``params.json`` always holds one complete run, and an error while moving puts the old files back. Processes
+        saving beside each other take turns; one that finds ``out_dir`` filled by another while it generated
+        replaces that run, with a warning. Staging left by killed processes is removed first.
         """
         if isinstance(fps, bool) or not isinstance(fps, int) or fps < 1:
             raise ValueError(f"fps must be a positive integer, got {fps!r}")
         out_dir = Path(out_dir)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise NotADirectoryError(f"out_dir must be a folder, {out_dir} is a file")
+        check_out_dir_files(out_dir)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(out_dir.parent)
+        remove_stale_staging(out_dir)
         whole = replaceable_whole(out_dir)
         # Made like any folder (mkdtemp's would be private), as it may become out_dir itself.
-        staging = (out_dir.parent if whole else out_dir) / f".{out_dir.name or 'run'}.partial-{secrets.token_hex(4)}"
+        staging = (out_dir.parent if whole else out_dir) / staging_name(out_dir.name or "run")
         staging.mkdir()
         try:
             self.write_files(staging, fps)
             names = [name for name in OUTPUT_FILES if (staging / name).exists()]
-            if whole:
-                os.replace(staging, out_dir)  # rename(2) replaces an empty folder in one step
-            else:
-                (out_dir / "params.json").unlink(missing_ok=True)
-                for name in OUTPUT_FILES:
-                    if name in names:
-                        os.replace(staging / name, out_dir / name)
-                    else:  # a file left by an earlier run would describe another generation
-                        (out_dir / name).unlink(missing_ok=True)
+            with folder_lock(out_dir.parent):
+                if whole and not replaceable_whole(out_dir):
+                    warnings.warn(f"{out_dir} was filled by another run while this one was generating; this run "
+                                  "replaces it", stacklevel=2)
+                    whole = False
+                check_out_dir_files(out_dir)
+                if whole:
+                    os.replace(staging, out_dir)  # rename(2) replaces an empty folder in one step
+                else:
+                    replace_files(staging, out_dir, names)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return {name: out_dir / name for name in names}
@@ -127,10 +205,12 @@ class DualCamCtrlOutput:
             self.trajectory.save(folder / "trajectory.json")
             self.trajectory.plot(folder / "trajectory.png")
         if self.camera_tensor is not None:
+            from safetensors.torch import save_file
+
             save_file({CAMERA_TENSOR_KEY: self.camera_tensor.detach().cpu().contiguous()}, folder / CAMERA_TENSOR_FILE)
             params["camera"] = {**params.get("camera", {}), "file": CAMERA_TENSOR_FILE}
         if self.input_image is not None:
             self.input_image.convert("RGB").save(folder / "input_image.png")
         if self.input_depth is not None:
             self.input_depth.convert("L").save(folder / "input_depth.png")
-        (folder / "params.json").write_text(json.dumps(params, indent=2) + "\n")
+        (folder / "params.json").write_text(json.dumps(params, indent=2, allow_nan=False) + "\n")

@@ -12,6 +12,7 @@ import torch
 from diffsynth.diffusion.base_pipeline import PipelineUnit
 from PIL import Image
 
+from .. import limits
 from ..cache import StepCache
 from ..camera import CameraTrajectory
 from .inputs import (
@@ -66,8 +67,14 @@ class DualCamUnit_InputChecker(PipelineUnit):
         tiling as int tuples."""
         height, width = check_size(height, width)
         check_num_frames(num_frames)
-        check_int("num_inference_steps", num_inference_steps)
-        check_number("cfg_scale", cfg_scale)
+        limits.check_clip(width, height, num_frames)
+        steps, guidance = check_int("num_inference_steps", num_inference_steps), check_number("cfg_scale", cfg_scale)
+        for name, check, value in (("num_inference_steps", limits.check_steps, steps),
+                                   ("cfg_scale", limits.check_cfg, guidance)):
+            try:
+                check(value)
+            except ValueError as error:
+                raise ValueError(f"{name}: {error}") from None
         if check_number("sigma_shift", sigma_shift) <= 0:
             raise ValueError(f"sigma_shift must be positive, got {sigma_shift}")
         if step_cache_threshold is not None and check_number("step_cache_threshold", step_cache_threshold) < 0:

@@ -214,4 +214,4 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
     """Write the config as JSON (the record of a run)."""
-    atomic_write(path, json.dumps(dataclasses.asdict(config), indent=2).encode("utf-8"))
+    atomic_write(path, json.dumps(dataclasses.asdict(config), indent=2, allow_nan=False).encode("utf-8"))
