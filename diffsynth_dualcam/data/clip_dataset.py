@@ -94,7 +94,7 @@ class CameraClipDataset(torch.utils.data.Dataset, ABC):
     """Random camera-annotated clips of a dataset folder, cropped to one size, optionally mirrored.
 
     Subclasses list the clips (``clip_names``) and open one (``open_clip``); this class samples ``num_frames``
-    frames ``stride`` apart (less for short clips, never below ``min_stride``), resizes to cover (height, width)
+    frames ``stride`` apart (less for short clips, never below ``min_stride``), resizes to cover width x height
     with a centre crop, flips horizontally with probability ``flip_probability`` and builds the Plücker map
     relative to the first sampled frame.
     ``num_samples`` fixes the length of an epoch (default: one item per clip); clips are visited round-robin.
