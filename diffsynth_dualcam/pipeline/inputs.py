@@ -58,9 +58,11 @@ def check_side(name: str, value: object, multiple: int = 16) -> int:
 
 
 def check_size(*, width: object, height: object, multiple: int = 16) -> tuple[int, int]:
-    """(width, height), each a positive multiple of ``multiple`` (see ``check_side``)."""
+    """(width, height), each a positive multiple of ``multiple`` (see ``check_side``); both are checked to be
+    integers first, then the height's multiple, then the width's."""
     check_int("height", height), check_int("width", width)
-    return check_side("width", width, multiple), check_side("height", height, multiple)
+    height = check_side("height", height, multiple)
+    return check_side("width", width, multiple), height
 
 
 def check_num_frames(num_frames: object) -> int:
