@@ -27,7 +27,7 @@ def plucker_per_frame(trajectory: CameraTrajectory, height: int, width: int, dev
     rows, columns = torch.meshgrid(torch.arange(height, device=device) + 0.5,
                                    torch.arange(width, device=device) + 0.5, indexing="ij")
     frames = []
-    for pose, (fx, fy, cx, cy) in zip(relative.c2w, relative.pixel_intrinsics(height, width)):
+    for pose, (fx, fy, cx, cy) in zip(relative.c2w, relative.pixel_intrinsics(width=width, height=height)):
         pose = torch.from_numpy(pose).float().to(device)
         directions = torch.stack([(columns - cx) / fx, (rows - cy) / fy, torch.ones_like(rows)], dim=-1)
         directions = directions / directions.norm(dim=-1, keepdim=True)
@@ -43,10 +43,10 @@ def run(device: str = "cpu", num_frames: int = 81, height: int = 480, width: int
     trajectory = CameraTrajectory.preset("orbit_left", num_frames=num_frames, degrees_per_frame=0.5)
     trajectory = trajectory.compose(CameraTrajectory.preset("pedestal_up", num_frames=num_frames))
     trajectory = trajectory.cover_crop(target_size=(width, height))
-    plucker = trajectory.plucker(height, width, device=device)
+    plucker = trajectory.plucker(width=width, height=height, device=device)
     torch.testing.assert_close(plucker, plucker_per_frame(trajectory, height, width, device), atol=1e-5, rtol=0)
     functions = {
-        "vectorised": lambda: trajectory.plucker(height, width, device=device),
+        "vectorised": lambda: trajectory.plucker(width=width, height=height, device=device),
         "per_frame": lambda: plucker_per_frame(trajectory, height, width, device),
     }
     if num_frames % 4 == 1:

@@ -38,7 +38,7 @@ def main() -> None:
         # Start at the scene's origin, where the room leaves space for the motion.
         trajectory = CameraTrajectory(trajectory.relative().c2w, trajectory.intrinsics, trajectory.source_size)
         view = trajectory.cover_crop(target_size=(args.width, args.height))
-        frames = scene.render(view, args.height, args.width).frames
+        frames = scene.render(view, width=args.width, height=args.height).frames
         iio.imwrite(videos / f"{path.stem}.mp4", frames, fps=10, codec="libx264", macro_block_size=1)
         trajectory.save(trajectories / f"{path.stem}.json")
     dualcam(["eval", "--videos", str(videos), "--trajectories", str(trajectories),

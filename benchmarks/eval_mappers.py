@@ -62,7 +62,7 @@ def main() -> None:
     print(f"{'case':<24}{'mapper':<13}{'registered':>11}{'rot deg/frame':>15}{'trans/frame':>13}{'time s':>8}")
     totals = {"incremental": 0.0, "global": 0.0}
     for name, trajectory in cases.items():
-        clean = scene.render(trajectory, args.size, args.size).frames
+        clean = scene.render(trajectory, width=args.size, height=args.size).frames
         for condition, frames in (("png", clean), ("h264", h264_round_trip(clean))):
             for mapper in ("incremental", "global"):
                 start = time.perf_counter()

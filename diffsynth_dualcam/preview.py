@@ -61,7 +61,7 @@ DEFAULT_NEAR, DEFAULT_FAR = 1.0, 10.0
 ASPECT_TOLERANCE = 0.01
 
 
-def scene_pixel_stride(width: int, height: int) -> int:
+def scene_pixel_stride(*, width: int, height: int) -> int:
     """Smallest pixel stride that lifts at most :data:`MAX_SCENE_POINTS` points of a ``width`` x ``height`` frame."""
     stride = max(1, math.ceil(math.sqrt(width * height / MAX_SCENE_POINTS)))
     while math.ceil(width / stride) * math.ceil(height / stride) > MAX_SCENE_POINTS:
@@ -83,8 +83,8 @@ def lift_first_frame(
     rgb = np.asarray(image.convert("RGB"))
     disparity = np.asarray(depth.convert("L"), dtype=np.float64) / 255.0
     return lift_frames(rgb[None], disparity[None], np.eye(4)[None], np.asarray(intrinsics, dtype=np.float64)[None],
-                       frame_stride=1, pixel_stride=scene_pixel_stride(*image.size), near=near, far=far,
-                       voxel_size=0)
+                       frame_stride=1, pixel_stride=scene_pixel_stride(width=image.width, height=image.height),
+                       near=near, far=far, voxel_size=0)
 
 
 def median_scene_depth(depth: Image.Image, near: float = DEFAULT_NEAR, far: float = DEFAULT_FAR) -> float:

@@ -102,7 +102,7 @@ def test_keyframe_intrinsics_from_field_of_view():
     assert (fx, cx, cy) == (pytest.approx(0.5), 0.5, 0.5)
     assert fy == pytest.approx(0.75)  # the same pixel focal length, normalised by the height
     with pytest.raises(ValueError, match="field of view"):
-        keyframe_intrinsics(180.0, 480, 320)
+        keyframe_intrinsics(180.0, width=480, height=320)
 
 
 # ---- uploads --------------------------------------------------------------------------------------------------
@@ -405,7 +405,7 @@ def test_handlers_validate_then_generate(tmp_path, upload_root):
     generate = RecordingGenerate(tmp_path)
     handlers = PageHandlers(generate)
     image = _png(upload_root / "frame.png")
-    outputs = handlers.run(image, None, "a red wall", "", "Preset", "pan_left", 1.0, None, None, 90.0, 64, 96, 9, 3,
+    outputs = handlers.run(image, None, "a red wall", "", "Preset", "pan_left", 1.0, None, None, 90.0, 96, 64, 9, 3,
                            6.0, -1)
     request = generate.requests[0]
     assert request.seed is None and request.depth is None and request.prompt == "a red wall"
@@ -417,12 +417,12 @@ def test_handlers_validate_then_generate(tmp_path, upload_root):
     bad = upload_root / "bad.png"
     bad.write_text("not an image")
     with pytest.raises(gr.Error, match="depth map: not a readable image"):
-        handlers.run(image, bad, "", "", "Preset", "pan_left", 1.0, None, None, 90.0, 64, 96, 9, 3, 6.0, 1)
+        handlers.run(image, bad, "", "", "Preset", "pan_left", 1.0, None, None, 90.0, 96, 64, 9, 3, 6.0, 1)
     with pytest.raises(gr.Error, match="first frame: upload an image"):
-        handlers.run(None, None, "", "", "Preset", "pan_left", 1.0, None, None, 90.0, 64, 96, 9, 3, 6.0, 1)
+        handlers.run(None, None, "", "", "Preset", "pan_left", 1.0, None, None, 90.0, 96, 64, 9, 3, 6.0, 1)
     with pytest.raises(gr.Error, match="keyframe row 1"):
-        handlers.run(image, None, "", "", "Keyframes", "pan_left", 1.0, None, [[0, "x", 0, 0, 0, 0, 0]], 90.0, 64,
-                     96, 9, 3, 6.0, 1)
+        handlers.run(image, None, "", "", "Keyframes", "pan_left", 1.0, None, [[0, "x", 0, 0, 0, 0, 0]], 90.0, 96,
+                     64, 9, 3, 6.0, 1)
     assert len(generate.requests) == 1
 
 
@@ -537,7 +537,7 @@ def test_pipeline_generator_with_automatic_depth_writes_videos_and_point_cloud(t
     assert "estimated automatically" in result.notes[0]
     assert json.loads((result.run_dir / "params.json").read_text())["depth_estimated"] is True
     # The conditioning depth is the tiny model's estimate of the first frame at the output size.
-    estimate = DepthEstimator.from_pretrained(str(depth_model))(prepare_image(image, 48, 32))
+    estimate = DepthEstimator.from_pretrained(str(depth_model))(prepare_image(image, width=48, height=32))
     with Image.open(result.input_depth) as depth:
         assert depth.mode == "L" and depth.size == (48, 32)
         np.testing.assert_array_equal(np.asarray(depth), np.asarray(estimate))

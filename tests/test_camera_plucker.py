@@ -23,7 +23,8 @@ def plucker_by_loop(trajectory: CameraTrajectory, height: int, width: int) -> np
     """Straight from the definition: one pixel at a time, float64."""
     relative = trajectory.relative()
     result = np.zeros((6, len(relative), height, width))
-    for f, (pose, (fx, fy, cx, cy)) in enumerate(zip(relative.c2w, relative.pixel_intrinsics(height, width))):
+    pixel = relative.pixel_intrinsics(width=width, height=height)
+    for f, (pose, (fx, fy, cx, cy)) in enumerate(zip(relative.c2w, pixel)):
         for v in range(height):
             for u in range(width):
                 direction = np.array([(u + 0.5 - cx) / fx, (v + 0.5 - cy) / fy, 1.0])
@@ -40,7 +41,7 @@ def test_hand_computed_2x2():
     start = rigid(Rotation.from_rotvec([0.3, -0.2, 0.5]).as_matrix(), [4.0, -1.0, 2.0])
     poses = np.stack([start, start @ rigid(turn, [1, 2, 3])])
     trajectory = CameraTrajectory(poses, np.tile([0.5, 0.5, 0.5, 0.5], (2, 1)))
-    plucker = trajectory.plucker(2, 2, dtype=torch.float64)
+    plucker = trajectory.plucker(width=2, height=2, dtype=torch.float64)
     s = 1 / math.sqrt(1.5)
     # frame 0 is the identity: no moment, camera rays as they are. Pixel (v=0, u=0) is the top-left one.
     expected_directions_0 = s * np.array([[[-0.5, 0.5], [-0.5, 0.5]], [[-0.5, -0.5], [0.5, 0.5]], [[1, 1], [1, 1]]])
@@ -63,11 +64,11 @@ def test_matches_per_pixel_loop_with_changing_intrinsics():
                                   [0.5, 0.5, 0.4, 0.5, 0.52]])
     trajectory = CameraTrajectory(np.stack(poses), intrinsics)
     expected = plucker_by_loop(trajectory, 5, 7)
-    np.testing.assert_allclose(trajectory.plucker(5, 7, dtype=torch.float64).numpy(), expected, atol=1e-12)
-    np.testing.assert_allclose(trajectory.plucker(5, 7).numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(trajectory.plucker(width=7, height=5, dtype=torch.float64).numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(trajectory.plucker(width=7, height=5).numpy(), expected, atol=1e-5)
     shared = CameraTrajectory(np.stack(poses), np.tile(intrinsics[2], (5, 1)))
-    np.testing.assert_allclose(shared.plucker(5, 7, dtype=torch.float64).numpy(), plucker_by_loop(shared, 5, 7),
-                               atol=1e-12)
+    np.testing.assert_allclose(shared.plucker(width=7, height=5, dtype=torch.float64).numpy(),
+                               plucker_by_loop(shared, 5, 7), atol=1e-12)
 
 
 @settings(max_examples=50, deadline=None)
@@ -81,7 +82,7 @@ def test_moment_is_orthogonal_to_unit_direction(rotvecs, offset, focal, centre):
     poses = np.stack([rigid(Rotation.from_rotvec(vector).as_matrix(), np.array(offset) * i)
                       for i, vector in enumerate(rotvecs)])
     trajectory = CameraTrajectory(poses, np.tile([focal, focal * 1.3, centre, 1 - centre], (len(poses), 1)))
-    plucker = trajectory.plucker(3, 4, dtype=torch.float64)
+    plucker = trajectory.plucker(width=4, height=3, dtype=torch.float64)
     moment, direction = plucker[:3], plucker[3:]
     torch.testing.assert_close(direction.norm(dim=0), torch.ones(len(poses), 3, 4, dtype=torch.float64))
     scale = 1 + trajectory.relative().centres.__abs__().max()
@@ -96,7 +97,8 @@ def test_matches_diffsynth_on_demo(demo_dir, size):
     ours = CameraTrajectory.load(demo_dir / "seaside.torch")[:21].cover_crop((640, 360), (width, height))
     with_timestamps = np.concatenate([np.zeros((21, 1)), rows.double().numpy()], axis=1).tolist()
     reference = process_pose_file(with_timestamps, width, height, original_pose_width=640, original_pose_height=360)
-    torch.testing.assert_close(ours.plucker(height, width), reference.permute(3, 0, 1, 2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours.plucker(width=width, height=height), reference.permute(3, 0, 1, 2), atol=1e-5,
+                               rtol=0)
 
 
 def test_demo_plucker_matches_reference_pipeline(demo_dir):
@@ -111,7 +113,8 @@ def test_demo_plucker_matches_reference_pipeline(demo_dir):
         pixel = np.column_stack([fx * width, rows[:, 1] * height, rows[:, 2] * width, rows[:, 3] * height])
         expected = plucker_by_loop(CameraTrajectory(c2w_rel, pixel / [width, height, width, height]), height, width)
         trajectory = CameraTrajectory.load(demo_dir / f"{name}.torch")[:5]
-        plucker = trajectory.cover_crop(source_size=(640, 360), target_size=(width, height)).plucker(height, width)
+        cropped = trajectory.cover_crop(source_size=(640, 360), target_size=(width, height))
+        plucker = cropped.plucker(width=width, height=height)
         np.testing.assert_allclose(plucker.numpy(), expected, atol=1e-5)
         packed = pack_plucker(plucker)
         assert packed.shape == (24, 2, height, width)
@@ -139,10 +142,10 @@ def test_pack_plucker_rejects_bad_shapes():
 
 def test_plucker_device_dtype_and_size_errors():
     trajectory = CameraTrajectory.preset("dolly_in", num_frames=5)
-    half = trajectory.plucker(4, 6, dtype=torch.bfloat16)
+    half = trajectory.plucker(width=6, height=4, dtype=torch.bfloat16)
     assert half.dtype == torch.bfloat16  # computed in float32, rounded once
-    torch.testing.assert_close(half, trajectory.plucker(4, 6).to(torch.bfloat16), atol=0, rtol=0)
+    torch.testing.assert_close(half, trajectory.plucker(width=6, height=4).to(torch.bfloat16), atol=0, rtol=0)
     with pytest.raises(ValueError, match="width, height"):
-        trajectory.plucker(0, 6)
+        trajectory.plucker(width=6, height=0)
     with pytest.raises(ValueError, match="floating-point"):
-        trajectory.plucker(4, 6, dtype=torch.int64)
+        trajectory.plucker(width=6, height=4, dtype=torch.int64)

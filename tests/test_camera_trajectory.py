@@ -131,7 +131,7 @@ def test_cover_crop_matches_resizing_the_image(source, target):
     scale = max(wt / ws, ht / hs)
     target_pixel = source_pixel * scale - [(ws * scale - wt) / 2, (hs * scale - ht) / 2]
     cropped = CameraTrajectory(np.eye(4)[None], intrinsics[None], source).cover_crop(target_size=target)
-    fx, fy, cx, cy = cropped.pixel_intrinsics(ht, wt)[0]
+    fx, fy, cx, cy = cropped.pixel_intrinsics(width=wt, height=ht)[0]
     np.testing.assert_allclose([fx * point[0] / point[2] + cx, fy * point[1] / point[2] + cy], target_pixel, rtol=1e-12)
 
 

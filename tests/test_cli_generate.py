@@ -65,7 +65,7 @@ def test_tiny_generation_without_depth_estimates_it_with_the_tiny_depth_model(in
     assert code == 0, stderr
     assert json.loads((out / "params.json").read_text())["depth_estimated"] is True
     with Image.open(inputs / "image.png") as image:
-        expected = tiny_depth_estimator()(prepare_image(image, 64, 48))
+        expected = tiny_depth_estimator()(prepare_image(image, width=64, height=48))
     with Image.open(out / "input_depth.png") as depth:
         np.testing.assert_array_equal(np.asarray(depth), np.asarray(expected))
 
@@ -209,7 +209,8 @@ def test_batch_clips_without_a_camera_take_the_command_lines(inputs, tmp_path, c
     assert code == 0, stderr
     for name, camera in (("default", CameraTrajectory.load(trajectory_file)),
                          ("own", CameraTrajectory.preset("pan_left", num_frames=5))):
-        expected = prepare_trajectory(camera, 5, 64, 48, None, resample=False).to_realestate10k()
+        prepared = prepare_trajectory(camera, 5, width=64, height=48, image_size=None, resample=False)
+        expected = prepared.to_realestate10k()
         rows = json.loads((out / name / "params.json").read_text())["camera"]["realestate10k"]
         np.testing.assert_allclose(rows, expected, atol=1e-9)
 

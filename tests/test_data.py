@@ -47,7 +47,7 @@ def test_point_projects_onto_its_pixel_after_crop_and_flip(point_dataset, height
     point = first_w2c @ np.append(POINT[0], 1.0)
     if flip:
         point = MIRROR_X @ point
-    pixel = camera.pixel_intrinsics(height, width)
+    pixel = camera.pixel_intrinsics(width=width, height=height)
     for k in range(5):
         x, y, z = (camera.w2c[k] @ point)[:3]
         expected = np.array([pixel[k, 0] * x / z + pixel[k, 2], pixel[k, 1] * y / z + pixel[k, 3]])
@@ -65,7 +65,7 @@ def test_flip_mirrors_frames_and_keeps_camera_rigid(point_dataset):
     np.testing.assert_allclose(mirrored["camera"].intrinsics[:, 2], 1.0 - plain["camera"].intrinsics[:, 2])
     np.testing.assert_allclose(np.linalg.det(mirrored["camera"].c2w[:, :3, :3]), 1.0)
     # Mirroring the scene mirrors the rays: Plücker x of direction flips sign under the image flip.
-    direction_x = pack_plucker(plain["camera"].plucker(64, 96))[12:16]
+    direction_x = pack_plucker(plain["camera"].plucker(width=96, height=64))[12:16]
     mirrored_x = mirrored["plucker"][12:16]
     torch.testing.assert_close(mirrored_x, -direction_x.flip(-1), atol=1e-5, rtol=0)
 
@@ -84,7 +84,7 @@ def test_item_contents_without_resize(tmp_path):
         torch.testing.assert_close(item["depth"][channel, 4], expected, atol=1e-6, rtol=0)
     relative = cameras["clip001"].relative()
     np.testing.assert_allclose(item["camera"].c2w, relative.c2w, atol=1e-7)
-    torch.testing.assert_close(item["plucker"], pack_plucker(relative.plucker(64, 96)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(item["plucker"], pack_plucker(relative.plucker(width=96, height=64)), atol=1e-5, rtol=0)
 
 
 def test_captions_off_gives_empty_prompts(tmp_path):
@@ -240,7 +240,7 @@ def test_dl3dv_layout_with_colmap_model(tmp_path):
     shutil.copytree(scene / "clip000" / "frames", folder / "images")
     shutil.copytree(scene / "clip000" / "depth", folder / "depth")
     reconstruction = pycolmap.Reconstruction()
-    pixel = camera.pixel_intrinsics(64, 96)[0]
+    pixel = camera.pixel_intrinsics(width=96, height=64)[0]
     reconstruction.add_camera_with_trivial_rig(
         pycolmap.Camera(model="PINHOLE", width=96, height=64, params=pixel.tolist(), camera_id=1))
     skipped = 3  # frame 3 is not registered: it must be left out, and the depth frames must stay aligned

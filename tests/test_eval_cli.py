@@ -31,12 +31,12 @@ def clip_folders(tmp_path_factory):
     # RealEstate10K-style intrinsics of a 640x360 source: the evaluation must cover-crop them to the square video.
     orbit = CameraTrajectory.preset("orbit_right", NUM_FRAMES, distance=4.0, degrees_per_frame=3.5, fx=0.5,
                                     source_size=(640, 360))
-    iio.imwrite(videos / "truck.mp4", scene.render(truck, SIZE, SIZE).frames, fps=10, codec="libx264", quality=8,
-                macro_block_size=1)
+    iio.imwrite(videos / "truck.mp4", scene.render(truck, width=SIZE, height=SIZE).frames, fps=10, codec="libx264",
+                quality=8, macro_block_size=1)
     truck.save(trajectories / "truck.json")
     orbit_as_rendered = orbit.cover_crop(target_size=(SIZE, SIZE))
     (videos / "orbit").mkdir()
-    for index, frame in enumerate(scene.render(orbit_as_rendered, SIZE, SIZE).frames):
+    for index, frame in enumerate(scene.render(orbit_as_rendered, width=SIZE, height=SIZE).frames):
         Image.fromarray(frame).save(videos / "orbit" / f"{index:03d}.png")
     orbit.save(trajectories / "orbit.txt")
     iio.imwrite(videos / "extra.mp4", np.zeros((4, 32, 32, 3), dtype=np.uint8), fps=4, macro_block_size=1)

@@ -42,7 +42,7 @@ def distance_to_surfaces(points, scene):
 
 def test_depth_points_lie_on_scene_surfaces(scene):
     camera = trajectory([[0.3, -0.2, 0.5]], yaw_deg=[25.0])
-    render = scene.render(camera, 48, 64, supersample=1)
+    render = scene.render(camera, width=64, height=48, supersample=1)
     assert render.frames.shape == (1, 48, 64, 3) and render.frames.dtype == np.uint8
     points = unproject(render.depth[0], camera.c2w[0], camera.intrinsics[0])
     assert distance_to_surfaces(points, scene).max() < 1e-4
@@ -51,7 +51,7 @@ def test_depth_points_lie_on_scene_surfaces(scene):
 def test_looking_straight_at_the_far_wall_gives_its_depth():
     # Without boxes, the centre pixel of a camera at z = 1 looking along +z sees the far wall at z = 8.
     empty = SyntheticScene(seed=1, boxes=(), texture_size=32)
-    render = empty.render(trajectory([[0.0, 0.0, 1.0]]), 31, 31, supersample=1)
+    render = empty.render(trajectory([[0.0, 0.0, 1.0]]), width=31, height=31, supersample=1)
     assert render.depth[0, 15, 15] == pytest.approx(7.0, abs=1e-9)
 
 
@@ -60,7 +60,7 @@ def test_views_agree_where_they_see_the_same_point():
     (depth matches), the colours match up to texture interpolation (a coarse texture keeps that small)."""
     scene = SyntheticScene(seed=0, texture_size=64, texels_per_unit=8.0)
     cameras = trajectory([[0.0, 0.0, 0.0], [0.4, 0.1, 0.3]])
-    render = scene.render(cameras, 96, 96, supersample=1)
+    render = scene.render(cameras, width=96, height=96, supersample=1)
     points = unproject(render.depth[0], cameras.c2w[0], cameras.intrinsics[0])
     in_second = (points - cameras.c2w[1, :3, 3]) @ cameras.c2w[1, :3, :3]
     fx, fy, cx, cy = cameras.intrinsics[1] * 96
@@ -79,18 +79,18 @@ def test_views_agree_where_they_see_the_same_point():
 
 def test_same_seed_same_images_other_seed_other_textures():
     camera = trajectory([[0.0, 0.0, 0.0]])
-    first = SyntheticScene(seed=3, texture_size=32).render(camera, 32, 32).frames
-    again = SyntheticScene(seed=3, texture_size=32).render(camera, 32, 32).frames
-    other = SyntheticScene(seed=4, texture_size=32).render(camera, 32, 32).frames
+    first = SyntheticScene(seed=3, texture_size=32).render(camera, width=32, height=32).frames
+    again = SyntheticScene(seed=3, texture_size=32).render(camera, width=32, height=32).frames
+    other = SyntheticScene(seed=4, texture_size=32).render(camera, width=32, height=32).frames
     np.testing.assert_array_equal(first, again)
     assert np.abs(first.astype(int) - other).mean() > 10
 
 
 def test_cameras_outside_the_room_or_inside_a_box_are_rejected(scene):
     with pytest.raises(ValueError, match="outside the room"):
-        scene.render(trajectory([[0.0, 0.0, 20.0]]), 16, 16)
+        scene.render(trajectory([[0.0, 0.0, 20.0]]), width=16, height=16)
     inside_box = scene.boxes[0].mean(axis=0)
     with pytest.raises(ValueError, match="inside box 0"):
-        scene.render(trajectory([inside_box]), 16, 16)
+        scene.render(trajectory([inside_box]), width=16, height=16)
     with pytest.raises(ValueError, match="positive"):
-        scene.render(trajectory([[0.0, 0.0, 0.0]]), 0, 16)
+        scene.render(trajectory([[0.0, 0.0, 0.0]]), width=16, height=0)

@@ -30,7 +30,7 @@ def scene():
 @pytest.fixture(scope="module")
 def truck(scene):
     trajectory = CameraTrajectory.preset("truck_right", NUM_FRAMES, speed=12, fx=0.9, source_size=(SIZE, SIZE))
-    return trajectory, scene.render(trajectory, SIZE, SIZE).frames
+    return trajectory, scene.render(trajectory, width=SIZE, height=SIZE).frames
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_wrong_trajectories_score_worse(truck, truck_estimate):
 def test_orbit_recovered_with_incremental_mapper(scene):
     trajectory = CameraTrajectory.preset("orbit_left", NUM_FRAMES, distance=4.0, degrees_per_frame=3.0, fx=0.9,
                                          source_size=(SIZE, SIZE))
-    frames = [Image.fromarray(frame) for frame in scene.render(trajectory, SIZE, SIZE).frames]
+    frames = [Image.fromarray(frame) for frame in scene.render(trajectory, width=SIZE, height=SIZE).frames]
     estimate = estimate_trajectory(frames, trajectory.intrinsics[0], mapper="incremental", num_threads=THREADS)
     errors = camera_errors(trajectory, estimate)
     assert len(estimate) == NUM_FRAMES

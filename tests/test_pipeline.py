@@ -194,7 +194,7 @@ def test_trajectory_equals_packed_tensor(pipe, image, depth, reference, tmp_path
     """The pipeline's camera handling equals doing it by hand: first frames, relative, cover-crop, Plücker, pack.
     A run from a tensor saves it (as the DiT received it, float32 here) to camera.safetensors with its digest."""
     trajectory = orbit()[:FRAMES].relative().cover_crop((128, 72), (WIDTH, HEIGHT))
-    packed = pack_plucker(trajectory.plucker(HEIGHT, WIDTH)).double()
+    packed = pack_plucker(trajectory.plucker(width=WIDTH, height=HEIGHT)).double()
     from_tensor = generate(pipe, input_image=image, input_depth=depth, camera=packed)
     assert torch.equal(from_tensor.latents, reference.latents)
     assert torch.equal(from_tensor.depth_latents, reference.depth_latents)
@@ -255,7 +255,7 @@ def test_depth_estimator_is_used_when_depth_is_missing(pipe, image, depth, refer
         pipe.depth_estimator = None
     assert calls == [(WIDTH, HEIGHT)]
     assert estimated.params["depth_estimated"] is True
-    resized_reference = generate(pipe, input_image=image, input_depth=cover_resize(depth, WIDTH, HEIGHT),
+    resized_reference = generate(pipe, input_image=image, input_depth=cover_resize(depth, width=WIDTH, height=HEIGHT),
                                  camera=orbit())
     assert torch.equal(estimated.latents, resized_reference.latents)
 
@@ -276,8 +276,9 @@ def test_params_record_inputs_and_trajectory(reference):
 def test_first_frame_conditioning(pipe, image, depth):
     """y / depth_y: the VAE latent of the image / of the 3-channel depth map at frame 0, zeros after (docs/model.md,
     Forward pass and Depth input)."""
-    rgb_frame, depth_frame = prepare_image(image, WIDTH, HEIGHT), prepare_depth(depth, WIDTH, HEIGHT)
-    gray = np.asarray(cover_resize(depth, WIDTH, HEIGHT), dtype=np.float32)
+    rgb_frame = prepare_image(image, width=WIDTH, height=HEIGHT)
+    depth_frame = prepare_depth(depth, width=WIDTH, height=HEIGHT)
+    gray = np.asarray(cover_resize(depth, width=WIDTH, height=HEIGHT), dtype=np.float32)
     depth_input = pipe.preprocess_image(depth_frame)
     for channel in range(3):
         np.testing.assert_allclose(depth_input[0, channel].numpy(), gray / 127.5 - 1, atol=1e-6)
@@ -292,10 +293,10 @@ def test_first_frame_conditioning(pipe, image, depth):
 
 def test_cover_resize_crops_the_centre():
     columns = np.tile(np.arange(200, dtype=np.uint8), (100, 1))
-    cropped = np.asarray(cover_resize(Image.fromarray(columns), 50, 100))
+    cropped = np.asarray(cover_resize(Image.fromarray(columns), width=50, height=100))
     np.testing.assert_array_equal(cropped, np.tile(np.arange(75, 125, dtype=np.uint8), (100, 1)))
     rows = np.tile(np.arange(40, dtype=np.uint8)[:, None], (1, 10))
-    scaled = np.asarray(cover_resize(Image.fromarray(rows), 20, 20))  # 10x40 -> 20x80, keep rows 30..49
+    scaled = np.asarray(cover_resize(Image.fromarray(rows), width=20, height=20))  # 10x40 -> 20x80, keep rows 30..49
     assert scaled.shape == (20, 20)
     np.testing.assert_allclose(scaled[:, 10], np.arange(30, 50) / 2 - 0.25, atol=1.0)
 

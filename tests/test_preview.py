@@ -117,7 +117,7 @@ def test_synthetic_scene_reads_back_with_the_lifted_first_frame_and_the_cameras(
     check_cameras(scene, relative)
 
     # The point cloud by hand: pixel centres, the inverse-depth blend of near and far, the first camera at the origin.
-    stride = scene_pixel_stride(48, 32)
+    stride = scene_pixel_stride(width=48, height=32)
     assert stride == 1
     v, u = np.mgrid[0:32, 0:48] + 0.5
     disparity = np.asarray(depth, dtype=np.float64) / 255
@@ -170,9 +170,10 @@ def test_long_paths_show_every_kth_camera_and_the_last():
     shown = shown_cameras(301)
     assert len(shown) <= MAX_SCENE_FRUSTA and shown[0] == 0 and shown[-1] == 300
     assert set(np.diff(shown[:-1])) == {4}
-    assert scene_pixel_stride(1275, 888) == 4  # 319 x 222 = 70,818 points
-    assert all(np.ceil(w / scene_pixel_stride(w, h)) * np.ceil(h / scene_pixel_stride(w, h)) <= MAX_SCENE_POINTS
-               for w, h in [(1275, 888), (720, 480), (4096, 4096), (317, 316)])
+    assert scene_pixel_stride(width=1275, height=888) == 4  # 319 x 222 = 70,818 points
+    sizes = [(1275, 888), (720, 480), (4096, 4096), (317, 316)]
+    strides = {(w, h): scene_pixel_stride(width=w, height=h) for w, h in sizes}
+    assert all(np.ceil(w / stride) * np.ceil(h / stride) <= MAX_SCENE_POINTS for (w, h), stride in strides.items())
 
 
 # ---- scale --------------------------------------------------------------------------------------------------------
@@ -232,7 +233,7 @@ def test_trajectory_show_writes_the_scene_of_a_demo(demo_dir, tmp_path, capsys, 
     with Image.open(depth_path) as opened:
         depth = opened.convert("L").resize(image.size, Image.Resampling.BICUBIC)
     trajectory = CameraTrajectory.load(demo_dir / f"{scene_name}.torch").cover_crop(target_size=image.size).relative()
-    stride = scene_pixel_stride(*image.size)
+    stride = scene_pixel_stride(width=image.width, height=image.height)
     disparity = np.asarray(depth, dtype=np.float64) / 255
     lifted = lift_frames(np.asarray(image)[None], disparity[None], trajectory.c2w[:1], trajectory.intrinsics[:1],
                          frame_stride=1, pixel_stride=stride, voxel_size=0)
@@ -316,11 +317,11 @@ def test_generate_preview_only_writes_the_scene_as_the_generation_would_see_it(t
     scene = load_scene(out / "preview.glb")
     # The generation's own preparation: output size, the recorded path's first 21 cameras, cover-cropped.
     with Image.open(demo_dir / "seaside.png") as image, Image.open(demo_dir / "seaside_depth.png") as depth:
-        rgb = np.asarray(prepare_image(image, 96, 64))
-        disparity = np.asarray(prepare_depth(depth, 96, 64).convert("L"), dtype=np.float64) / 255
+        rgb = np.asarray(prepare_image(image, width=96, height=64))
+        disparity = np.asarray(prepare_depth(depth, width=96, height=64).convert("L"), dtype=np.float64) / 255
         source_size = image.size
-    trajectory = prepare_trajectory(CameraTrajectory.load(demo_dir / "seaside.torch"), 21, 96, 64, source_size,
-                                    resample=False)
+    trajectory = prepare_trajectory(CameraTrajectory.load(demo_dir / "seaside.torch"), 21, width=96, height=64,
+                                    image_size=source_size, resample=False)
     lifted = lift_frames(rgb[None], disparity[None], trajectory.c2w[:1], trajectory.intrinsics[:1], frame_stride=1,
                          pixel_stride=1, voxel_size=0)
     check_points(scene, lifted.points, lifted.colors)

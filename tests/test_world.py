@@ -51,7 +51,7 @@ def scene() -> SyntheticScene:
 @pytest.fixture(scope="module")
 def first_view(scene):
     """The first frame and its 8-bit disparity map, rendered."""
-    render = scene.render(loop_path()[:1], HEIGHT, WIDTH, supersample=2)
+    render = scene.render(loop_path()[:1], width=WIDTH, height=HEIGHT, supersample=2)
     return Image.fromarray(render.frames[0]), Image.fromarray(to_disparity8(render.depth[0]))
 
 
@@ -105,7 +105,7 @@ class ScaledOracle:
 
 def front_points(cache: WorldCache, c2w: np.ndarray) -> np.ndarray:
     """The cache point nearest to the camera in each cell of the cache's render grid: the surfaces it sees."""
-    grid = cache.render_depth(c2w, np.asarray(INTRINSICS), WIDTH, HEIGHT)
+    grid = cache.render_depth(c2w, np.asarray(INTRINSICS), width=WIDTH, height=HEIGHT)
     points = cache.cloud.points
     w2c = np.linalg.inv(c2w)
     camera = points @ w2c[:3, :3].T + w2c[:3, 3]
@@ -157,7 +157,7 @@ def test_cache_renders_its_surface_and_measures_disagreement_in_relative_depth()
     rgb = np.zeros((1, HEIGHT, WIDTH, 3), dtype=np.uint8)
     cameras, intrinsics = np.eye(4)[None], np.asarray(INTRINSICS)[None]
     cache.add_frames(rgb, disparity, cameras, intrinsics)
-    rendered = cache.render_depth(cameras[0], intrinsics[0], WIDTH, HEIGHT)
+    rendered = cache.render_depth(cameras[0], intrinsics[0], width=WIDTH, height=HEIGHT)
     np.testing.assert_allclose(rendered[np.isfinite(rendered)], 4.0, rtol=1e-9)
     assert np.isfinite(rendered).mean() > 0.95
     farther = np.full((1, HEIGHT, WIDTH), (1 / 4.4 - 1 / FAR) / (1 / NEAR - 1 / FAR))
@@ -225,13 +225,13 @@ def test_chain_of_direct_renders_is_the_render_of_the_whole_path(scene, first_vi
         shared_inputs.append(np.asarray(image))
         cameras = CameraTrajectory(start[0] @ trajectory.c2w, trajectory.intrinsics)
         start[0] = cameras.c2w[-1]
-        render = scene.render(cameras, HEIGHT, WIDTH, supersample=2)
+        render = scene.render(cameras, width=WIDTH, height=HEIGHT, supersample=2)
         return render.frames, to_disparity8(render.depth)
 
     image, depth = first_view
     result = generate_chained(render_clip, image=image, depth=depth, trajectory=path, num_frames=num_frames,
                               chunk_frames=CHUNK, near=NEAR, far=FAR)
-    whole = scene.render(path, HEIGHT, WIDTH, supersample=2)
+    whole = scene.render(path, width=WIDTH, height=HEIGHT, supersample=2)
     assert result.video.shape == (num_frames, HEIGHT, WIDTH, 3)
     # The same rays up to float rounding of the composed poses: a ray grazing a face edge may flip face.
     colour_difference = np.abs(result.video.astype(int) - whole.frames).max(axis=-1)
@@ -310,8 +310,8 @@ def test_cli_chains_a_long_preset_resumes_after_an_interruption_and_writes_a_rea
 
     for name in ("video.mp4", "depth.mp4", "side_by_side.mp4"):
         assert len(imageio.mimread(out / name, memtest=False)) == 121
-    expected = prepare_trajectory(CameraTrajectory.preset("orbit_left", num_frames=121), 121, 96, 64,
-                                  Image.open(ASSETS / "astronaut.png").size, resample=True)
+    expected = prepare_trajectory(CameraTrajectory.preset("orbit_left", num_frames=121), 121, width=96, height=64,
+                                  image_size=Image.open(ASSETS / "astronaut.png").size, resample=True)
     written = CameraTrajectory.load(out / "trajectory.json")
     np.testing.assert_allclose(written.c2w, expected.c2w, atol=1e-6)
     np.testing.assert_allclose(written.intrinsics, expected.intrinsics, atol=1e-6)

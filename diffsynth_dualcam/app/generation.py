@@ -38,8 +38,8 @@ class GenerationRequest:
     prompt: str
     negative_prompt: str
     camera: CameraTrajectory
-    height: int
     width: int
+    height: int
     num_frames: int
     num_inference_steps: int
     cfg_scale: float

@@ -49,6 +49,7 @@ def scene_preview(
     image_path: str | None,
     depth_path: str | None,
     num_frames: int,
+    *,
     width: int,
     height: int,
 ) -> tuple[str | None, str]:
@@ -58,14 +59,14 @@ def scene_preview(
     image = _usable_upload(image_path, "first frame", notes)
     depth = _usable_upload(depth_path, "depth map", notes) if image is not None else None
     try:
-        height, width = check_size(int(height), int(width))
-        camera = prepare_trajectory(trajectory, int(num_frames), width, height, image.size if image else None,
-                                    resample=True)
+        width, height = check_size(width=int(width), height=int(height))
+        camera = prepare_trajectory(trajectory, int(num_frames), width=width, height=height,
+                                    image_size=image.size if image else None, resample=True)
         if depth is not None:
-            check_same_aspect(image, depth, width, height)
-            depth = prepare_depth(depth, width, height).convert("L")
+            check_same_aspect(image, depth, width=width, height=height)
+            depth = prepare_depth(depth, width=width, height=height).convert("L")
         if image is not None:
-            image = prepare_image(image, width, height)
+            image = prepare_image(image, width=width, height=height)
     except (ValueError, TypeError) as error:
         return None, f"**Scene:** {error}"
     path = folder.new_path()

@@ -49,7 +49,7 @@ class AppSettings:
     banner: str | None = None
 
 
-def keyframe_intrinsics(field_of_view: float, width: int, height: int) -> list[float]:
+def keyframe_intrinsics(field_of_view: float, *, width: int, height: int) -> list[float]:
     """Normalised (fx, fy, cx, cy) of a centred pinhole camera with horizontal `field_of_view` degrees."""
     if not 0 < field_of_view < 180:
         raise ValueError(f"field of view must be between 0 and 180 degrees, got {field_of_view}")
@@ -78,7 +78,7 @@ def build_camera(
             raise UploadError("trajectory file: upload a trajectory first (or choose a preset)")
         return fit_trajectory_length(load_trajectory_upload(trajectory_files), int(num_frames), bool(resample_camera))
     if source == "Keyframes":
-        intrinsics = keyframe_intrinsics(float(field_of_view), int(width), int(height))
+        intrinsics = keyframe_intrinsics(float(field_of_view), width=int(width), height=int(height))
         trajectory = keyframes_to_trajectory(keyframe_rows or [], int(num_frames), intrinsics)
         return CameraTrajectory(trajectory.c2w, trajectory.intrinsics, (int(width), int(height)))
     raise ValueError(f"camera source must be one of {CAMERA_SOURCES}, got {source!r}")
@@ -106,7 +106,7 @@ def preview_scene(folder: PreviewFolder, image_path: str | None, depth_path: str
     except (ValueError, TypeError):
         return None, ""
     num_frames, width, height = camera_inputs[6:9]
-    return scene_preview(folder, trajectory, image_path, depth_path, num_frames, width, height)
+    return scene_preview(folder, trajectory, image_path, depth_path, num_frames, width=width, height=height)
 
 
 class PageHandlers:
@@ -137,8 +137,8 @@ class PageHandlers:
         trajectory_files: list[str] | None,
         keyframe_rows: list[list[object]] | None,
         field_of_view: float,
-        height: float,
         width: float,
+        height: float,
         num_frames: float,
         steps: float,
         cfg_scale: float,
@@ -152,7 +152,7 @@ class PageHandlers:
                 raise UploadError("first frame: upload an image")
             image = load_image_upload(image_path, "first frame")
             depth = load_image_upload(depth_path, "depth map") if depth_path is not None else None
-            height, width, num_frames = int(height), int(width), int(num_frames)
+            width, height, num_frames = int(width), int(height), int(num_frames)
             camera = build_camera(source, preset, speed, trajectory_files, keyframe_rows, field_of_view, num_frames,
                                   width, height, resample_camera)
             request = GenerationRequest(
@@ -286,15 +286,15 @@ def build_app(generate: Generate, settings: AppSettings | None = None) -> gr.Blo
                           concurrency_limit=None, show_progress="hidden")
 
         def on_generate(image_path, depth_path, prompt, negative_prompt, source, preset, speed, trajectory_files,
-                        keyframe_rows, field_of_view, height, width, num_frames, steps, cfg_scale, seed,
+                        keyframe_rows, field_of_view, width, height, num_frames, steps, cfg_scale, seed,
                         resample_camera, progress=gr.Progress()):  # noqa: B008 - gradio injects progress
             return handlers.run(image_path, depth_path, prompt, negative_prompt, source, preset, speed,
-                                trajectory_files, keyframe_rows, field_of_view, height, width, num_frames, steps,
+                                trajectory_files, keyframe_rows, field_of_view, width, height, num_frames, steps,
                                 cfg_scale, seed, progress, resample_camera=resample_camera)
 
         generate_button.click(
             on_generate,
-            [image_file, depth_file, prompt, negative_prompt, *camera_inputs[:6], height, width, num_frames, steps,
+            [image_file, depth_file, prompt, negative_prompt, *camera_inputs[:6], width, height, num_frames, steps,
              cfg_scale, seed, resample_camera],
             [video, depth_video, side_by_side, point_cloud, downloads, status, depth_preview, camera_scene],
             concurrency_limit=1, concurrency_id="gpu",

@@ -224,7 +224,7 @@ def read_nerf_transforms(path: Path) -> CameraTrajectory:
         fields = {**document, **frame}
         width, height = _nerf_image_size(fields, path, index)
         sizes.add((width, height))
-        intrinsics[index] = _nerf_intrinsics(fields, width, height, path, index)
+        intrinsics[index] = _nerf_intrinsics(fields, path, index, width=width, height=height)
     source_size = sizes.pop() if len(sizes) == 1 else None
     return _with_path(path, CameraTrajectory, c2w, intrinsics, source_size)
 
@@ -479,7 +479,7 @@ def write_torch(trajectory: CameraTrajectory, path: Path) -> None:
 def write_nerf_transforms(trajectory: CameraTrajectory, path: Path) -> None:
     """NeRF transforms.json: OpenGL ``transform_matrix`` per frame, pixel intrinsics, ``w``/``h`` = source_size."""
     width, height = _require_source_size(trajectory, "NeRF transforms.json")
-    pixel = trajectory.pixel_intrinsics(height, width)
+    pixel = trajectory.pixel_intrinsics(width=width, height=height)
     frames = [{"file_path": f"images/frame_{index:05d}.png", "transform_matrix": (pose @ OPENGL_TO_OPENCV).tolist(),
                "fl_x": fx, "fl_y": fy, "cx": cx, "cy": cy}
               for index, (pose, (fx, fy, cx, cy)) in enumerate(zip(trajectory.c2w, pixel.tolist()))]
@@ -511,7 +511,7 @@ def write_colmap(trajectory: CameraTrajectory, path: Path, replace_points: bool 
         raise ValueError(f"{path}: its points3D.txt holds points, whose tracks refer to the images this would "
                          "replace: write into another folder")
     width, height = _require_source_size(trajectory, "COLMAP")
-    pixel = trajectory.pixel_intrinsics(height, width)
+    pixel = trajectory.pixel_intrinsics(width=width, height=height)
     unique_intrinsics, camera_index = np.unique(pixel, axis=0, return_inverse=True)
     cameras = ["# Camera list: CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[] (fx, fy, cx, cy)"]
     cameras += [f"{number + 1} PINHOLE {width} {height} " + " ".join(_format_number(value) for value in values)
@@ -675,7 +675,7 @@ def _inside_folder(file_path: str, path: Path, index: int) -> Path:
     return resolved
 
 
-def _nerf_intrinsics(fields: dict, width: int, height: int, path: Path, index: int) -> list[float]:
+def _nerf_intrinsics(fields: dict, path: Path, index: int, *, width: int, height: int) -> list[float]:
     """Normalised fx, fy, cx, cy of one NeRF frame."""
     focal_x, focal_y = _float_field(fields, "fl_x", path, index), _float_field(fields, "fl_y", path, index)
     angle_x = _float_field(fields, "camera_angle_x", path, index)

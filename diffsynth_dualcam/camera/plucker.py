@@ -8,8 +8,9 @@ import torch
 def plucker_embedding(
     c2w: np.ndarray,
     pixel_intrinsics: np.ndarray,
-    height: int,
+    *,
     width: int,
+    height: int,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> torch.Tensor:

@@ -191,23 +191,24 @@ class CameraTrajectory:
         intrinsics[:, axis + 2] = 0.5 + (intrinsics[:, axis + 2] - 0.5) * ratio
         return CameraTrajectory(self.c2w, intrinsics, (target_width, target_height))
 
-    def pixel_intrinsics(self, height: int, width: int) -> np.ndarray:
-        """[F, 4] intrinsics in pixels for an image of ``height`` x ``width``: fx*W, fy*H, cx*W, cy*H."""
+    def pixel_intrinsics(self, *, width: int, height: int) -> np.ndarray:
+        """[F, 4] intrinsics in pixels for an image of ``width`` x ``height``: fx*W, fy*H, cx*W, cy*H."""
         return self.intrinsics * np.array([width, height, width, height], dtype=np.float64)
 
     def plucker(
-        self, height: int, width: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+        self, *, width: int, height: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> torch.Tensor:
         """Plücker embedding [6, F, H, W] (moment o x d, then direction d) of poses relative to frame 0.
 
-        The normalised intrinsics are used as they are for an image of ``height`` x ``width``; call
+        The normalised intrinsics are used as they are for an image of ``width`` x ``height``; call
         ``cover_crop`` first when the trajectory was recorded at another aspect ratio.
         """
         from .plucker import plucker_embedding
 
         check_size((width, height), "(width, height)")
         relative = self.relative()
-        return plucker_embedding(relative.c2w, relative.pixel_intrinsics(height, width), height, width, device, dtype)
+        return plucker_embedding(relative.c2w, relative.pixel_intrinsics(width=width, height=height), width=width,
+                                 height=height, device=device, dtype=dtype)
 
     def resampled(self, num_frames: int) -> CameraTrajectory:
         """``num_frames`` frames spread evenly over the same motion: slerp rotations, lerp centres and intrinsics."""

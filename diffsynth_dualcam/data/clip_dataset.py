@@ -94,7 +94,7 @@ class CameraClipDataset(torch.utils.data.Dataset, ABC):
     """Random camera-annotated clips of a dataset folder, cropped to one size, optionally mirrored.
 
     Subclasses list the clips (``clip_names``) and open one (``open_clip``); this class samples ``num_frames``
-    frames ``stride`` apart (less for short clips, never below ``min_stride``), resizes to cover (height, width)
+    frames ``stride`` apart (less for short clips, never below ``min_stride``), resizes to cover width x height
     with a centre crop, flips horizontally with probability ``flip_probability`` and builds the Plücker map
     relative to the first sampled frame.
     ``num_samples`` fixes the length of an epoch (default: one item per clip); clips are visited round-robin.
@@ -105,8 +105,9 @@ class CameraClipDataset(torch.utils.data.Dataset, ABC):
     def __init__(
         self,
         root: str | Path,
-        height: int = 480,
+        *,
         width: int = 720,
+        height: int = 480,
         num_frames: int = 49,
         stride: int = 1,
         flip_probability: float = 0.5,
@@ -119,7 +120,7 @@ class CameraClipDataset(torch.utils.data.Dataset, ABC):
         if not self.root.is_dir():
             raise FileNotFoundError(f"dataset folder {self.root} does not exist")
         if height % 16 or width % 16:
-            raise ValueError(f"height and width must be multiples of 16, got {height}x{width}")
+            raise ValueError(f"width and height must be multiples of 16, got {width}x{height}")
         if not 0.0 <= flip_probability <= 1.0:
             raise ValueError(f"flip_probability must be in [0, 1], got {flip_probability}")
         if not 1 <= min_stride <= stride:
@@ -177,9 +178,9 @@ class CameraClipDataset(torch.utils.data.Dataset, ABC):
         mismatch = aspect_mismatch(rgb.shape, depth.shape)
         if mismatch:
             raise ValueError(f"clip {clip.name!r}: {mismatch} ({clip.depth.path}, {clip.rgb.path})")
-        video = cover_crop_frames(rgb, self.height, self.width)
-        disparity = cover_crop_frames(depth.mean(axis=-1, keepdims=True).round().astype(np.uint8), self.height,
-                                      self.width)
+        video = cover_crop_frames(rgb, width=self.width, height=self.height)
+        disparity = cover_crop_frames(depth.mean(axis=-1, keepdims=True).round().astype(np.uint8), width=self.width,
+                                      height=self.height)
         camera = CameraTrajectory(c2w=clip.camera.c2w[positions], intrinsics=clip.camera.intrinsics[positions])
         camera = camera.relative().cover_crop((rgb.shape[2], rgb.shape[1]), (self.width, self.height))
         if flip is None:
@@ -188,7 +189,7 @@ class CameraClipDataset(torch.utils.data.Dataset, ABC):
             video = video.flip(-1)
             disparity = disparity.flip(-1)
             camera = mirror_trajectory(camera)
-        plucker = pack_plucker(camera.plucker(self.height, self.width, dtype=torch.float32))
+        plucker = pack_plucker(camera.plucker(width=self.width, height=self.height, dtype=torch.float32))
         return {
             "video": video,
             "depth": disparity.expand(3, -1, -1, -1).contiguous(),

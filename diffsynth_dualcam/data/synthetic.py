@@ -28,7 +28,7 @@ def orbit_trajectory(num_frames: int, rng: np.random.Generator, intrinsics: tupl
     return CameraTrajectory(c2w, np.tile(np.asarray(intrinsics, dtype=np.float64), (num_frames, 1)))
 
 
-def render_points(camera: CameraTrajectory, points: np.ndarray, colors: np.ndarray, width: int, height: int
+def render_points(camera: CameraTrajectory, points: np.ndarray, colors: np.ndarray, *, width: int, height: int
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian blobs at the projections of ``points`` [P, 3]: RGB uint8 [F, H, W, 3] and disparity uint8 [F, H, W].
 
@@ -37,7 +37,7 @@ def render_points(camera: CameraTrajectory, points: np.ndarray, colors: np.ndarr
     """
     columns = np.arange(width) + 0.5
     rows = np.arange(height) + 0.5
-    pixel = camera.pixel_intrinsics(height, width)
+    pixel = camera.pixel_intrinsics(width=width, height=height)
     rgb = np.zeros((len(camera), height, width, 3))
     disparity = np.full((len(camera), height, width), 10.0)
     homogeneous = np.concatenate([points, np.ones((len(points), 1))], axis=1)
@@ -58,6 +58,7 @@ def write_synthetic_dataset(
     root: str | Path,
     num_clips: int = 3,
     num_frames: int = 9,
+    *,
     width: int = 96,
     height: int = 64,
     num_points: int = 24,
@@ -85,7 +86,7 @@ def write_synthetic_dataset(
             rng.uniform(-1.5, 1.5, num_points), rng.uniform(-1.0, 1.0, num_points), rng.uniform(2.0, 5.0, num_points)
         ], axis=1)
         colors = rng.uniform(120, 255, (len(scene), 3))
-        rgb, disparity = render_points(camera, scene, colors, width, height)
+        rgb, disparity = render_points(camera, scene, colors, width=width, height=height)
         if video:
             iio.imwrite(folder / "video.mp4", rgb, fps=10, codec="libx264", macro_block_size=1)
             iio.imwrite(folder / "depth.mp4", np.repeat(disparity[..., None], 3, axis=-1), fps=10,

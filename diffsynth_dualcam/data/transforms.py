@@ -35,8 +35,8 @@ def sample_clip_indices(num_available: int, num_frames: int, stride: int, rng: n
     return start + stride * np.arange(num_frames)
 
 
-def cover_crop_frames(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
-    """Scale uint8 frames [F, H, W, C] to cover (height, width) and centre-crop: float [C, F, H, W] in [-1, 1].
+def cover_crop_frames(frames: np.ndarray, *, width: int, height: int) -> torch.Tensor:
+    """Scale uint8 frames [F, H, W, C] to cover width x height and centre-crop: float [C, F, H, W] in [-1, 1].
 
     The geometry is exactly that of `CameraTrajectory.cover_crop`: output pixel centre ``j + 0.5`` samples source
     position ``(j + 0.5 + offset) / scale`` with ``scale = max(W / Ws, H / Hs)`` and the fractional centring

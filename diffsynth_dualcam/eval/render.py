@@ -76,8 +76,9 @@ class SyntheticScene:
     def render(
         self,
         trajectory: CameraTrajectory,
-        height: int = 256,
+        *,
         width: int = 256,
+        height: int = 256,
         supersample: int = 2,
         progress: bool = False,
     ) -> SyntheticRender:
@@ -89,13 +90,13 @@ class SyntheticScene:
         frames = np.empty((len(c2w), height, width, 3), dtype=np.uint8)
         depth = np.empty((len(c2w), height, width), dtype=np.float32)
         for index in tqdm(range(len(c2w)), desc="render", disable=not progress):
-            colour, z = self._render_view(c2w[index], intrinsics[index], height, width, supersample)
+            colour, z = self._render_view(c2w[index], intrinsics[index], supersample, width=width, height=height)
             frames[index] = np.round(colour * 255.0).astype(np.uint8)
             depth[index] = z
         return SyntheticRender(frames=frames, depth=depth)
 
     def _render_view(
-        self, c2w: np.ndarray, intrinsics: np.ndarray, height: int, width: int, supersample: int
+        self, c2w: np.ndarray, intrinsics: np.ndarray, supersample: int, *, width: int, height: int
     ) -> tuple[np.ndarray, np.ndarray]:
         fx, fy, cx, cy = intrinsics * np.array([width, height, width, height])
         offsets = (np.arange(supersample) + 0.5) / supersample

@@ -192,8 +192,9 @@ def estimate_trajectory(
         for index, frame in enumerate(array):
             # BMP, not PNG: the pycolmap wheel bundles its own zlib, which clashes with Pillow's (docs/evaluation.md).
             Image.fromarray(frame).save(image_dir / f"{index:06d}.bmp")
+        image_size = (array.shape[2], array.shape[1])  # (width, height) of frames [F, H, W, 3]
         for attempt, settings in enumerate(schedule):
-            result = _run_pass(Path(work_dir), attempt, settings, array.shape[1:3], camera, num_threads, seed)
+            result = _run_pass(Path(work_dir), attempt, settings, image_size, camera, num_threads, seed)
             attempts.append((settings.describe(), len(result.poses)))
             logger.info("SfM pass %d (%s): %d/%d frames", attempt, settings.describe(), len(result.poses), len(array))
             if best is None or len(result.poses) > len(best[0].poses):
@@ -252,11 +253,12 @@ def _run_pass(
     num_threads: int,
     seed: int,
 ) -> _Reconstruction:
-    """One feature/matching/mapping pass; returns what the largest model holds."""
+    """One feature/matching/mapping pass on frames of ``image_size`` (width, height); returns what the largest
+    model holds."""
     import pycolmap
 
     pycolmap.set_random_seed(seed)
-    height, width = image_size
+    width, height = image_size
     pixel_camera = camera * np.array([width, height, width, height])
     database_path = work_dir / f"database_{attempt}.db"
     output_path = work_dir / f"sparse_{attempt}"

@@ -1,24 +1,64 @@
 """Configuration of the DualCamCtrl DiT: the released checkpoint's values and validation."""
 from __future__ import annotations
 
+import dataclasses
+import inspect
+from collections.abc import Sequence
 from typing import Any
 
-#: Keys every ``DualCamCtrlDiT`` config must hold (the reference constructor's names).
-REQUIRED_KEYS = (
-    "dim", "in_dim", "ffn_dim", "out_dim", "text_dim", "freq_dim", "eps", "patch_size", "num_heads", "num_layers",
-    "has_image_input",
-)
-#: Optional keys and the values they take when absent. ``text_len`` is the text context length of the reference
-#: config (Wan pads prompts to 512 tokens); the DiT accepts a context of any length.
+
+@dataclasses.dataclass(frozen=True)
+class DiTConfig:
+    """The arguments of ``DualCamCtrlDiT`` (the reference constructor's names), declared once: the DiT's signature,
+    its recorded ``config`` and ``normalize_config`` read them from here. Fields without a default are required.
+    ``text_len`` is the text context length of the reference config (Wan pads prompts to 512 tokens); the DiT
+    accepts a context of any length. A block list of None means no blocks (the reference accepts it)."""
+
+    dim: int
+    in_dim: int
+    ffn_dim: int
+    out_dim: int
+    text_dim: int
+    freq_dim: int
+    eps: float
+    patch_size: Sequence[int]
+    num_heads: int
+    num_layers: int
+    has_image_input: bool
+    add_control_adapter: bool = False
+    in_dim_control_adapter: int = 24
+    text_len: int = 512
+    rgb_inject_blocks: Sequence[int] | None = ()
+    depth_inject_blocks: Sequence[int] | None = ()
+    control_block_index: Sequence[int] | None = ()
+    use_gate_3d_linear: bool = True
+    update: bool = False
+
+    @classmethod
+    def signature(cls) -> inspect.Signature:
+        """The fields as keyword parameters (the required ones first, as declared)."""
+        return inspect.Signature([
+            inspect.Parameter(
+                item.name, inspect.Parameter.KEYWORD_ONLY, annotation=item.type,
+                default=inspect.Parameter.empty if item.default is dataclasses.MISSING else item.default,
+            )
+            for item in dataclasses.fields(cls)
+        ])
+
+    @classmethod
+    def from_keywords(cls, **config: Any) -> DiTConfig:
+        """The config of a ``DualCamCtrlDiT(**config)`` call; a TypeError names an unknown or missing key, as a call
+        with a written-out signature would."""
+        bound = cls.signature().bind(**config)
+        bound.apply_defaults()
+        return cls(**bound.arguments)
+
+
+#: Keys every ``DualCamCtrlDiT`` config must hold.
+REQUIRED_KEYS = tuple(item.name for item in dataclasses.fields(DiTConfig) if item.default is dataclasses.MISSING)
+#: Optional keys and the values they take when absent.
 CONFIG_DEFAULTS: dict[str, Any] = {
-    "add_control_adapter": False,
-    "in_dim_control_adapter": 24,
-    "text_len": 512,
-    "rgb_inject_blocks": [],
-    "depth_inject_blocks": [],
-    "control_block_index": [],
-    "use_gate_3d_linear": True,
-    "update": False,
+    item.name: item.default for item in dataclasses.fields(DiTConfig) if item.default is not dataclasses.MISSING
 }
 CONFIG_KEYS = (*REQUIRED_KEYS, *CONFIG_DEFAULTS)
 

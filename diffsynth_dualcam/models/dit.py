@@ -2,6 +2,8 @@
 (docs/model.md, Forward pass)."""
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +18,7 @@ from diffsynth.models.wan_video_dit import (
 )
 from torch import nn
 
-from .config import normalize_config
+from .config import DiTConfig, normalize_config
 from .fusion import Grid, LinearFusion, SigmaFusion, StackFusion, volume_to_tokens
 
 if TYPE_CHECKING:
@@ -94,44 +96,26 @@ class DualCamCtrlDiT(WanModel):
     ``text_len``, the reference config's text context length, is only recorded in ``config``: any context length works.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        in_dim: int,
-        ffn_dim: int,
-        out_dim: int,
-        text_dim: int,
-        freq_dim: int,
-        eps: float,
-        patch_size: Sequence[int],
-        num_heads: int,
-        num_layers: int,
-        has_image_input: bool,
-        add_control_adapter: bool = False,
-        in_dim_control_adapter: int = 24,
-        text_len: int = 512,
-        rgb_inject_blocks: Sequence[int] | None = (),
-        depth_inject_blocks: Sequence[int] | None = (),
-        control_block_index: Sequence[int] | None = (),
-        use_gate_3d_linear: bool = True,
-        update: bool = False,
-    ) -> None:
+    def __init__(self, **config: Any) -> None:
+        # The signature (set below from DiTConfig) lists the keys; a call with others fails as a written-out one.
+        fields = DiTConfig.from_keywords(**config)
+        dim, num_heads, num_layers, text_len = fields.dim, fields.num_heads, fields.num_layers, fields.text_len
         if isinstance(text_len, bool) or not isinstance(text_len, int) or text_len < 1:
             raise ValueError(f"text_len must be a positive int (the text context length), got {text_len!r}")
         control_block_index = _check_block_list(
-            "control_block_index", control_block_index, range(num_layers), f"range(num_layers={num_layers})"
+            "control_block_index", fields.control_block_index, range(num_layers), f"range(num_layers={num_layers})"
         )
         rgb_inject_blocks = _check_block_list(
-            "rgb_inject_blocks", rgb_inject_blocks, control_block_index, "control_block_index"
+            "rgb_inject_blocks", fields.rgb_inject_blocks, control_block_index, "control_block_index"
         )
         depth_inject_blocks = _check_block_list(
-            "depth_inject_blocks", depth_inject_blocks, control_block_index, "control_block_index"
+            "depth_inject_blocks", fields.depth_inject_blocks, control_block_index, "control_block_index"
         )
         super().__init__(
-            dim=dim, in_dim=in_dim, ffn_dim=ffn_dim, out_dim=out_dim, text_dim=text_dim, freq_dim=freq_dim, eps=eps,
-            patch_size=tuple(patch_size), num_heads=num_heads, num_layers=num_layers,
-            has_image_input=has_image_input, add_control_adapter=add_control_adapter,
-            in_dim_control_adapter=in_dim_control_adapter,
+            dim=dim, in_dim=fields.in_dim, ffn_dim=fields.ffn_dim, out_dim=fields.out_dim, text_dim=fields.text_dim,
+            freq_dim=fields.freq_dim, eps=fields.eps, patch_size=tuple(fields.patch_size), num_heads=num_heads,
+            num_layers=num_layers, has_image_input=fields.has_image_input,
+            add_control_adapter=fields.add_control_adapter, in_dim_control_adapter=fields.in_dim_control_adapter,
         )
         head_dim = dim // num_heads
         if dim % num_heads or head_dim % 2 or sum(part.shape[1] for part in self.freqs) != head_dim // 2:
@@ -140,21 +124,17 @@ class DualCamCtrlDiT(WanModel):
                 "(frame, height, width); use e.g. 128 (Wan 1.3B), 24 or 12"
             )
         self.config: dict[str, Any] = normalize_config({
-            "dim": dim, "in_dim": in_dim, "ffn_dim": ffn_dim, "out_dim": out_dim, "text_dim": text_dim,
-            "freq_dim": freq_dim, "eps": eps, "patch_size": patch_size, "num_heads": num_heads,
-            "num_layers": num_layers, "has_image_input": has_image_input, "add_control_adapter": add_control_adapter,
-            "in_dim_control_adapter": in_dim_control_adapter, "text_len": text_len,
-            "rgb_inject_blocks": rgb_inject_blocks,
-            "depth_inject_blocks": depth_inject_blocks, "control_block_index": control_block_index,
-            "use_gate_3d_linear": use_gate_3d_linear, "update": update,
+            **{item.name: getattr(fields, item.name) for item in dataclasses.fields(fields)},
+            "rgb_inject_blocks": rgb_inject_blocks, "depth_inject_blocks": depth_inject_blocks,
+            "control_block_index": control_block_index,
         })
         self.control_block_index = control_block_index
         self.rgb_inject_blocks = rgb_inject_blocks
         self.depth_inject_blocks = depth_inject_blocks
-        self.use_gate_3d_linear = use_gate_3d_linear
-        self.update = update
+        self.use_gate_3d_linear = fields.use_gate_3d_linear
+        self.update = fields.update
         self.control_blocks = nn.ModuleList(
-            DiTBlock(has_image_input, dim, num_heads, ffn_dim, eps) for _ in control_block_index
+            DiTBlock(fields.has_image_input, dim, num_heads, fields.ffn_dim, fields.eps) for _ in control_block_index
         )
         for block in (*self.blocks, *self.control_blocks):
             use_contiguous_cross_attention(block)
@@ -326,3 +306,10 @@ class DualCamCtrlDiT(WanModel):
         for modules, reads_depth in ((self.rgb_zero_inits, False), (self.control_zero_inits, True)):
             for index in range(len(modules)):
                 modules[index] = self._new_fusion(reads_depth).to(device=device, dtype=dtype)
+
+
+# The constructor's signature for introspection (help, inspect): DiTConfig's fields as keywords.
+DualCamCtrlDiT.__init__.__signature__ = inspect.Signature(
+    [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *DiTConfig.signature().parameters.values()],
+    return_annotation=None,
+)

@@ -179,7 +179,8 @@ def check_values(args: argparse.Namespace) -> None:
     """A ValueError naming the option for any value given that cannot work (checked without loading torch)."""
     if args.size is not None:
         try:
-            check_size(args.size[1], args.size[0])
+            width, height = args.size
+            check_size(width=width, height=height)
         except ValueError as error:
             raise ValueError(f"--size: {error}") from None
     if args.frames is not None:
@@ -380,11 +381,11 @@ def prepare_clip(
     width, height = setup.size
     if image is not None and depth is not None:
         try:
-            check_same_aspect(image, depth, width, height)
+            check_same_aspect(image, depth, width=width, height=height)
         except ValueError as error:
             raise ValueError(f"--depth: {error}") from None
-    trajectory = prepare_trajectory(trajectory, setup.frames, width, height, image.size if image else None,
-                                    resample=args.resample_camera)
+    trajectory = prepare_trajectory(trajectory, setup.frames, width=width, height=height,
+                                    image_size=image.size if image else None, resample=args.resample_camera)
     return setup, image, depth, trajectory
 
 
@@ -436,12 +437,12 @@ def preview_clip(args: argparse.Namespace) -> int:
     setup, image, depth, trajectory = prepare_clip(args)
     width, height = setup.size
     if image is not None:
-        image = prepare_image(image, width, height)
+        image = prepare_image(image, width=width, height=height)
         if depth is None:
             random_model = " by the tiny random depth model (noise)" if setup.tiny and not args.depth_model else ""
             print(f"notice: no --depth: the depth map is estimated{random_model}", file=sys.stderr)
             depth = load_depth_estimator(args, setup)(image)
-        depth = prepare_depth(depth, width, height).convert("L")
+        depth = prepare_depth(depth, width=width, height=height).convert("L")
     from ..preview import write_preview
 
     scale = write_preview(args.out / "preview.glb", trajectory, image, depth)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
+import inspect
 import os
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +17,6 @@ from diffsynth.diffusion import FlowMatchScheduler
 from diffsynth.diffusion.base_pipeline import BasePipeline
 from diffsynth.models.wan_video_text_encoder import HuggingfaceTokenizer
 from PIL import Image
-from tqdm import tqdm
 
 from ..cache import StepCache
 from ..camera import CameraTrajectory
@@ -23,6 +24,8 @@ from ..compat import patch_torch_cpu
 from ..models import DualCamCtrlDiT
 from ..registry import register_checkpoint
 from . import units
+from .arguments import GenerationArguments
+from .inputs import image_digest  # noqa: F401  (part of this module's interface)
 from .output import DualCamCtrlOutput
 
 patch_torch_cpu()
@@ -130,16 +133,37 @@ def absolute_paths(path: str | list[str]) -> str | list[str]:
     return [os.path.abspath(item) for item in path] if isinstance(path, list) else os.path.abspath(path)
 
 
-def image_digest(image: Image.Image | None) -> dict[str, Any] | None:
-    """Size, mode and SHA-256 of an image's pixels: identifies an input in ``params.json``."""
-    if image is None:
-        return None
-    return {"size": list(image.size), "mode": image.mode, "sha256": hashlib.sha256(image.tobytes()).hexdigest()}
+def signed_call(arguments_class: type[GenerationArguments]) -> Callable[..., DualCamCtrlOutput]:
+    """A pipeline ``__call__`` whose signature and docstring are those of ``arguments_class``'s fields."""
+
+    @torch.no_grad()
+    def __call__(self: DualCamCtrlPipeline, *args: Any, **kwargs: Any) -> DualCamCtrlOutput:
+        return self.generate(self.arguments_class.from_call(*args, **kwargs))
+
+    signature = arguments_class.signature()
+    self_parameter = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    __call__.__signature__ = signature.replace(parameters=[self_parameter, *signature.parameters.values()],
+                                               return_annotation="DualCamCtrlOutput")
+    __call__.__doc__ = ("Generate a clip and its depth video; the arguments are the fields of "
+                        f"``{arguments_class.__name__}``, positional in that order or by keyword.\n\n"
+                        + inspect.cleandoc(arguments_class.__doc__ or ""))
+    return __call__
 
 
 class DualCamCtrlPipeline(BasePipeline):
     """DualCamCtrl sampling on DiffSynth's pipeline machinery: Wan's VAE, umT5, CLIP and flow-matching scheduler
-    around the dual-branch DiT. ``depth_estimator`` (image -> 8-bit disparity image) fills in a missing depth map."""
+    around the dual-branch DiT. ``depth_estimator`` (image -> 8-bit disparity image) fills in a missing depth map.
+
+    ``arguments_class`` declares the call's arguments (``GenerationArguments``); a subclass naming another one gets a
+    call with that signature (see docs/arguments.md).
+    """
+
+    arguments_class: type[GenerationArguments] = GenerationArguments
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "arguments_class" in vars(cls) and "__call__" not in vars(cls):
+            cls.__call__ = signed_call(cls.arguments_class)
 
     def __init__(self, device: str | torch.device = DEFAULT_DEVICE, torch_dtype: torch.dtype = torch.bfloat16):
         super().__init__(
@@ -219,96 +243,42 @@ class DualCamCtrlPipeline(BasePipeline):
         pipe.vram_management_enabled = pipe.check_vram_management_state()
         return pipe
 
-    @torch.no_grad()
-    def __call__(
-        self,
-        prompt: str,
-        negative_prompt: str = "",
-        input_image: Image.Image | None = None,
-        input_depth: Image.Image | None = None,
-        camera: CameraTrajectory | torch.Tensor | None = None,
-        height: int = 480,
-        width: int = 720,
-        num_frames: int = 61,
-        num_inference_steps: int = 50,
-        cfg_scale: float = 6.0,
-        seed: int | None = None,
-        tiled: bool = True,
-        t2v: bool = False,
-        cfg_merge: bool = True,
-        progress_bar_cmd: Callable = tqdm,
-        resample_camera: bool = False,
-        sigma_shift: float = 5.0,
-        tile_size: tuple[int, int] = (30, 52),
-        tile_stride: tuple[int, int] = (15, 26),
-        step_cache_threshold: float | None = None,
-    ) -> DualCamCtrlOutput:
-        """Generate a clip and its depth video.
+    __call__ = signed_call(GenerationArguments)
 
-        Args:
-            prompt / negative_prompt: text for the positive and negative guidance branches.
-            input_image / input_depth: first frame and its 8-bit disparity map (near = bright), image-to-video.
-                Both are scaled to cover height x width and centre-cropped.
-            camera: a ``CameraTrajectory`` (made relative, cover-cropped from its ``source_size`` or else the input
-                image's size) or packed Plücker maps [24, T, H, W] / [1, 24, T, H, W]. A trajectory is followed frame
-                by frame (its first ``num_frames`` cameras; a shorter one is refused) unless ``resample_camera``,
-                which stretches the whole path over ``num_frames`` (slerp / lerp).
-            height, width: multiples of 16. num_frames: 4k + 1.
-            cfg_scale: standard guidance ``nega + cfg_scale * (posi - nega)`` on both branches; 6.0 is the look of
-                the published demo. cfg_merge: run both guidance branches as one batched DiT call.
-            seed: seeds the one noise draw shared by both branches (a random seed is drawn and recorded if None).
-            tiled: tiled VAE decoding. tile_size / tile_stride: (height, width) in latent pixels, positive, each
-                stride smaller than its size (neighbouring tiles are blended over their overlap).
-            progress_bar_cmd: wraps the iterable of denoising steps (``tqdm`` by default; ``lambda steps: steps``
-                for none).
-            t2v: text-to-video: no image, zero conditioning latents, CLIP of a black image.
-            step_cache_threshold: skip the DiT blocks of steps whose modulated input changed less than this in
-                total since the last computed step (``diffsynth_dualcam.cache.StepCache``); None computes all.
-        """
-        inputs_posi = {"prompt": prompt}
-        inputs_nega = {"negative_prompt": negative_prompt}
-        inputs_shared = {
-            "input_image": input_image, "input_depth": input_depth, "camera": camera, "height": height,
-            "width": width, "num_frames": num_frames, "num_inference_steps": num_inference_steps,
-            "cfg_scale": cfg_scale, "sigma_shift": sigma_shift, "seed": seed, "tiled": tiled, "t2v": t2v,
-            "cfg_merge": cfg_merge, "resample_camera": resample_camera, "step_cache_threshold": step_cache_threshold,
-            "tile_size": tile_size, "tile_stride": tile_stride, "progress_bar_cmd": progress_bar_cmd,
-        }
-        original_image, original_depth = input_image, input_depth
+    def generate(self, arguments: GenerationArguments) -> DualCamCtrlOutput:
+        """Generate a clip and its depth video from ``arguments`` (checked by the first unit before any model runs)."""
+        inputs_shared, inputs_posi, inputs_nega = arguments.pipeline_inputs()
         for unit in self.units:
             inputs_shared, inputs_posi, inputs_nega = self.unit_runner(unit, self, inputs_shared, inputs_posi,
                                                                        inputs_nega)
+        checked = self.arguments_class.from_inputs(inputs_shared, inputs_posi, inputs_nega)
 
-        self.scheduler.set_timesteps(num_inference_steps, shift=sigma_shift)
+        self.scheduler.set_timesteps(checked.num_inference_steps, shift=checked.sigma_shift)
         self.load_models_to_device(self.in_iteration_models)
         models = {name: getattr(self, name) for name in self.in_iteration_models}
-        for progress_id, timestep in enumerate(progress_bar_cmd(self.scheduler.timesteps)):
+        for progress_id, timestep in enumerate(checked.progress_bar_cmd(self.scheduler.timesteps)):
             timestep = timestep.unsqueeze(0).to(dtype=self.torch_dtype, device=self.device)
-            velocity, depth_velocity = self.guided_velocity(models, cfg_scale, cfg_merge, timestep, inputs_shared,
-                                                            inputs_posi, inputs_nega)
+            velocity, depth_velocity = self.guided_velocity(models, checked.cfg_scale, checked.cfg_merge, timestep,
+                                                            inputs_shared, inputs_posi, inputs_nega)
             step_timestep = self.scheduler.timesteps[progress_id]
             inputs_shared["latents"] = self.scheduler.step(velocity, step_timestep, inputs_shared["latents"])
             inputs_shared["depth_latents"] = self.scheduler.step(depth_velocity, step_timestep,
                                                                  inputs_shared["depth_latents"])
 
         self.load_models_to_device(["vae"])
-        tile_size, tile_stride = inputs_shared["tile_size"], inputs_shared["tile_stride"]
-        decode = {"device": self.device, "tiled": tiled, "tile_size": tile_size, "tile_stride": tile_stride}
+        decode = {"device": self.device, "tiled": checked.tiled, "tile_size": checked.tile_size,
+                  "tile_stride": checked.tile_stride}
         video = self.vae_output_to_video(self.vae.decode(inputs_shared["latents"], **decode))
         depth_video = self.depth_output_to_video(self.vae.decode(inputs_shared["depth_latents"], **decode))
         self.load_models_to_device([])
         trajectory = inputs_shared["trajectory"]
         camera_tensor = None if trajectory is not None else inputs_shared["camera_latents"].detach().cpu()
+        # The images as given (their digests identify the inputs), the other values as checked, the seed as drawn.
+        recorded = dataclasses.replace(checked, input_image=arguments.input_image, input_depth=arguments.input_depth)
         params = {
-            "prompt": prompt, "negative_prompt": negative_prompt, "t2v": t2v, "seed": inputs_shared["seed"],
-            # Plain numbers: the arguments were checked as numbers of any kind (numpy's too), JSON takes these.
-            "num_inference_steps": int(num_inference_steps), "cfg_scale": float(cfg_scale), "cfg_merge": cfg_merge,
-            "sigma_shift": float(sigma_shift), "height": int(height), "width": int(width),
-            "num_frames": int(num_frames), "tiled": tiled, "tile_size": [int(value) for value in tile_size],
-            "tile_stride": [int(value) for value in tile_stride], "resample_camera": resample_camera,
-            "input_image": image_digest(original_image), "input_depth": image_digest(original_depth),
-            "depth_estimated": not t2v and original_depth is None,
-            "camera": self.camera_description(camera, trajectory, camera_tensor),
+            **recorded.record(),
+            "depth_estimated": not checked.t2v and arguments.input_depth is None,
+            "camera": self.camera_description(arguments.camera, trajectory, camera_tensor),
             "step_cache": self.step_cache_summary(inputs_posi, inputs_nega),
             "models": copy.deepcopy(self.model_source), "dit_config": getattr(self.dit, "config", None),
             "torch_dtype": str(self.torch_dtype).replace("torch.", ""),

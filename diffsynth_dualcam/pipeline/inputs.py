@@ -7,9 +7,10 @@ independently, so an image and a depth map of different sizes but the same aspec
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import numbers
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -45,19 +46,26 @@ def check_flag(name: str, value: object) -> bool:
     return value
 
 
-def check_size(height: object, width: object, multiple: int = 16) -> tuple[int, int]:
-    """(height, width), each a positive multiple of ``multiple`` (the VAE's 8x times the DiT's 2x2 patches) and at
-    most ``limits.MAX_SIDE``."""
+def check_side(name: str, value: object, multiple: int = 16) -> int:
+    """``value`` as an int, a positive multiple of ``multiple`` (the VAE's 8x times the DiT's 2x2 patches)."""
+    value = check_int(name, value)
+    if value % multiple:
+        below = value - value % multiple
+        raise ValueError(
+            f"{name} must be a multiple of {multiple}, got {value} (nearest valid: {max(below, multiple)} "
+            f"or {below + multiple})"
+        )
+    return value
+
+
+def check_size(*, width: object, height: object, multiple: int = 16) -> tuple[int, int]:
+    """(width, height), each a positive multiple of ``multiple`` (see ``check_side``) and at most
+    ``limits.MAX_SIDE``; both are checked to be integers first, then the limit, then the height's multiple, then the
+    width's."""
     height, width = check_int("height", height), check_int("width", width)
     limits.check_output_size(width, height)
-    for name, value in (("height", height), ("width", width)):
-        if value % multiple:
-            below = value - value % multiple
-            raise ValueError(
-                f"{name} must be a multiple of {multiple}, got {value} (nearest valid: {max(below, multiple)} "
-                f"or {below + multiple})"
-            )
-    return height, width
+    height = check_side("height", height, multiple)
+    return check_side("width", width, multiple), height
 
 
 def check_num_frames(num_frames: object) -> int:
@@ -94,6 +102,26 @@ def check_number(name: str, value: object) -> float:
     return float(value)
 
 
+def check_steps(name: str, value: object) -> int:
+    """``value`` as a whole number of denoising steps, from 1 to ``limits.MAX_STEPS``."""
+    steps = check_int(name, value)
+    try:
+        limits.check_steps(steps)
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
+    return steps
+
+
+def check_guidance(name: str, value: object) -> float:
+    """``value`` as a finite guidance scale within ``limits.MAX_CFG`` of 0."""
+    scale = check_number(name, value)
+    try:
+        limits.check_cfg(scale)
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
+    return scale
+
+
 def check_seed(seed: object) -> int | None:
     """``seed`` if it is None or an integer in [0, 2**63)."""
     if seed is None:
@@ -104,29 +132,66 @@ def check_seed(seed: object) -> int | None:
     return int(seed)
 
 
-def check_tiling(tile_size: object, tile_stride: object) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(tile_size, tile_stride) of the tiled VAE decoder as int pairs (height, width) in latent pixels.
+def check_positive_number(name: str, value: object) -> float:
+    """``value`` as a finite float above 0."""
+    if check_number(name, value) <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return float(value)
+
+
+def check_non_negative_or_none(name: str, value: object) -> float | None:
+    """None, or ``value`` as a finite float of at least 0 (None: the feature is off)."""
+    if value is not None and check_number(name, value) < 0:
+        raise ValueError(f"{name} must be >= 0 (or None for no cache), got {value}")
+    return None if value is None else float(value)
+
+
+def check_progress_bar(name: str, value: object) -> object:
+    """``value`` if it is callable (it wraps the iterable of denoising steps, like tqdm)."""
+    if not callable(value):
+        raise TypeError(
+            f"{name} must be callable (it wraps the iterable of timesteps, like tqdm), got "
+            f"{type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def check_camera_type(name: str, value: object) -> object:
+    """``value`` if it is a ``CameraTrajectory`` or a tensor (packed Plücker maps, checked when packed)."""
+    if isinstance(value, CameraTrajectory):
+        return value
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a diffsynth_dualcam.camera.CameraTrajectory or a packed Plücker tensor "
+            f"[24, T, H, W], got {type(value).__name__}"
+        )
+    return value
+
+
+def check_tile_pair(name: str, value: object) -> tuple[int, int]:
+    """A tile size or stride of the tiled VAE decoder as an int pair (height, width) in latent pixels: the order
+    DiffSynth's ``WanVideoVAE`` takes them in (a layout of the latent tensor, not an image size)."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2 or any(
+        isinstance(item, bool) or not isinstance(item, numbers.Integral) or item < 1 for item in value
+    ):
+        raise ValueError(f"{name} must be a pair (height, width) of positive integers in latent pixels, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def check_tile_stride(tile_size: tuple[int, int], tile_stride: tuple[int, int]) -> None:
+    """A ValueError unless each stride is smaller than its tile size (both checked by ``check_tile_pair``).
 
     DiffSynth's ``WanVideoVAE.tiled_decode`` blends neighbouring tiles over their overlap of ``size - stride``
-    latent pixels, so each stride must be at least 1 and smaller than its tile size (an equal stride leaves no
-    overlap to blend over and fails, a larger one leaves gaps).
+    latent pixels, so each stride must be smaller than its tile size (an equal stride leaves no overlap to blend
+    over and fails, a larger one leaves gaps).
     """
-    pairs = []
-    for name, value in (("tile_size", tile_size), ("tile_stride", tile_stride)):
-        if not isinstance(value, (tuple, list)) or len(value) != 2 or any(
-            isinstance(item, bool) or not isinstance(item, numbers.Integral) or item < 1 for item in value
-        ):
-            raise ValueError(
-                f"{name} must be a pair (height, width) of positive integers in latent pixels, got {value!r}"
-            )
-        pairs.append((int(value[0]), int(value[1])))
-    size, stride = pairs
-    if stride[0] >= size[0] or stride[1] >= size[1]:
+    if tile_stride[0] >= tile_size[0] or tile_stride[1] >= tile_size[1]:
         raise ValueError(
             f"tile_stride must be smaller than tile_size on both axes (the tiles are blended over their overlap "
             f"tile_size - tile_stride), got tile_stride={tile_stride!r} for tile_size={tile_size!r}"
         )
-    return size, stride
 
 
 def check_image(name: str, image: object) -> Image.Image:
@@ -145,7 +210,7 @@ def check_image(name: str, image: object) -> Image.Image:
 ASPECT_TOLERANCE = 0.01
 
 
-def check_same_aspect(image: Image.Image, depth: Image.Image, width: int, height: int) -> None:
+def check_same_aspect(image: Image.Image, depth: Image.Image, *, width: int, height: int) -> None:
     """A ValueError unless ``depth`` has the aspect ratio of ``image`` or of the ``width`` x ``height`` output (a map
     of the image's centre crop, as the pipeline's depth estimator makes): otherwise the two would not line up once
     cover-cropped (a rotated photo against a depth map of the upright one, for example)."""
@@ -158,7 +223,7 @@ def check_same_aspect(image: Image.Image, depth: Image.Image, width: int, height
         )
 
 
-def cover_resize(image: Image.Image, width: int, height: int) -> Image.Image:
+def cover_resize(image: Image.Image, *, width: int, height: int) -> Image.Image:
     """Scale ``image`` to cover width x height, keeping its aspect ratio, then crop the centre to exactly that size."""
     if image.size == (width, height):
         return image
@@ -170,14 +235,21 @@ def cover_resize(image: Image.Image, width: int, height: int) -> Image.Image:
     return image.crop((left, top, left + width, top + height))
 
 
-def prepare_image(image: Image.Image, width: int, height: int) -> Image.Image:
+def prepare_image(image: Image.Image, *, width: int, height: int) -> Image.Image:
     """RGB version of ``image`` at the output size."""
-    return cover_resize(image.convert("RGB"), width, height)
+    return cover_resize(image.convert("RGB"), width=width, height=height)
 
 
-def prepare_depth(depth: Image.Image, width: int, height: int) -> Image.Image:
+def prepare_depth(depth: Image.Image, *, width: int, height: int) -> Image.Image:
     """8-bit grayscale disparity at the output size, repeated to 3 channels for the VAE (docs/model.md, Depth input)."""
-    return cover_resize(depth.convert("L"), width, height).convert("RGB")
+    return cover_resize(depth.convert("L"), width=width, height=height).convert("RGB")
+
+
+def image_digest(image: Image.Image | None) -> dict[str, Any] | None:
+    """Size, mode and SHA-256 of an image's pixels: identifies an input in ``params.json``."""
+    if image is None:
+        return None
+    return {"size": list(image.size), "mode": image.mode, "sha256": hashlib.sha256(image.tobytes()).hexdigest()}
 
 
 def largest_clip_length(num_cameras: int) -> int:
@@ -213,6 +285,7 @@ def fit_trajectory_length(camera: CameraTrajectory, num_frames: int, resample: b
 def prepare_trajectory(
     camera: CameraTrajectory,
     num_frames: int,
+    *,
     width: int,
     height: int,
     image_size: tuple[int, int] | None,
@@ -233,17 +306,17 @@ def prepare_trajectory(
 
 
 def trajectory_to_camera_latents(
-    camera: CameraTrajectory, height: int, width: int, device: str | torch.device | None = None
+    camera: CameraTrajectory, *, width: int, height: int, device: str | torch.device | None = None
 ) -> torch.Tensor:
     """Packed Plücker maps [1, 24, T, height, width] (float32) of a prepared trajectory."""
     import torch
 
     from ..camera.plucker import pack_plucker
 
-    return pack_plucker(camera.plucker(height, width, device=device, dtype=torch.float32)).unsqueeze(0)
+    return pack_plucker(camera.plucker(width=width, height=height, device=device, dtype=torch.float32)).unsqueeze(0)
 
 
-def check_camera_latents(camera: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:
+def check_camera_latents(camera: torch.Tensor, num_frames: int, *, width: int, height: int) -> torch.Tensor:
     """A packed Plücker tensor as [1, 24, T, height, width] float, with T the number of latent frames."""
     import torch
 
@@ -253,7 +326,7 @@ def check_camera_latents(camera: torch.Tensor, num_frames: int, height: int, wid
     if camera.ndim != 5 or list(camera.shape) != expected:
         raise ValueError(
             f"camera tensor must be packed Plücker maps [24, T, H, W] or [1, 24, T, H, W] with T = (num_frames-1)/4+1;"
-            f" expected {expected[1:]} for num_frames={num_frames}, {height}x{width}, got {list(camera.shape)}"
+            f" expected {expected[1:]} for num_frames={num_frames} at {width}x{height}, got {list(camera.shape)}"
         )
     if not camera.is_floating_point():
         raise TypeError(f"camera tensor must be floating point, got {camera.dtype}")

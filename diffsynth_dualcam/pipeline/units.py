@@ -12,21 +12,12 @@ import torch
 from diffsynth.diffusion.base_pipeline import PipelineUnit
 from PIL import Image
 
-from .. import limits
 from ..cache import StepCache
 from ..camera import CameraTrajectory
 from .inputs import (
     check_camera_latents,
-    check_flag,
     check_image,
-    check_int,
-    check_num_frames,
-    check_number,
-    check_prompt,
     check_same_aspect,
-    check_seed,
-    check_size,
-    check_tiling,
     latent_frames,
     prepare_depth,
     prepare_image,
@@ -35,15 +26,16 @@ from .inputs import (
 )
 
 if TYPE_CHECKING:
+    from .arguments import GenerationArguments
     from .dualcam import DualCamCtrlPipeline
 
 
 class DualCamUnit_InputChecker(PipelineUnit):
-    """Validates all arguments, resizes image and depth to the output size and fixes the seed."""
+    """Validates all arguments, resizes image and depth to the output size and fixes the seed.
 
-    shared_names = ("input_image", "input_depth", "camera", "height", "width", "num_frames", "num_inference_steps",
-                    "cfg_scale", "sigma_shift", "seed", "tiled", "t2v", "cfg_merge", "resample_camera",
-                    "step_cache_threshold", "tile_size", "tile_stride", "progress_bar_cmd")
+    Every argument of ``pipe.arguments_class`` (``GenerationArguments``) gets its field's check; then the image,
+    depth and camera inputs are checked together here (text-to-video or not, the depth estimator, aspect ratios).
+    """
 
     def __init__(self) -> None:
         # Takes over the runner: the prompts live in the positive / negative inputs, everything else in the shared.
@@ -52,50 +44,21 @@ class DualCamUnit_InputChecker(PipelineUnit):
     def process(
         self, pipe: DualCamCtrlPipeline, inputs_shared: dict, inputs_posi: dict, inputs_nega: dict
     ) -> tuple[dict, dict, dict]:
-        check_prompt("prompt", inputs_posi["prompt"])
-        check_prompt("negative_prompt", inputs_nega["negative_prompt"])
-        inputs_shared.update(self.check(pipe, **{name: inputs_shared[name] for name in self.shared_names}))
+        arguments = pipe.arguments_class.from_inputs(inputs_shared, inputs_posi, inputs_nega).checked()
+        shared, posi, nega = arguments.pipeline_inputs()
+        inputs_shared.update(shared)
+        inputs_posi.update(posi)
+        inputs_nega.update(nega)
+        inputs_shared.update(self.check(pipe, arguments))
         return inputs_shared, inputs_posi, inputs_nega
 
-    def check(
-        self, pipe: DualCamCtrlPipeline, input_image: object, input_depth: object, camera: object, height: object,
-        width: object, num_frames: object, num_inference_steps: object, cfg_scale: object, sigma_shift: object,
-        seed: object, tiled: object, t2v: object, cfg_merge: object, resample_camera: object,
-        step_cache_threshold: object, tile_size: object, tile_stride: object, progress_bar_cmd: object,
-    ) -> dict:
-        """The checked inputs that change: resized images, the source size for the camera crop, the seed, the
-        tiling as int tuples."""
-        height, width = check_size(height, width)
-        check_num_frames(num_frames)
-        limits.check_clip(width, height, num_frames)
-        steps, guidance = check_int("num_inference_steps", num_inference_steps), check_number("cfg_scale", cfg_scale)
-        for name, check, value in (("num_inference_steps", limits.check_steps, steps),
-                                   ("cfg_scale", limits.check_cfg, guidance)):
-            try:
-                check(value)
-            except ValueError as error:
-                raise ValueError(f"{name}: {error}") from None
-        if check_number("sigma_shift", sigma_shift) <= 0:
-            raise ValueError(f"sigma_shift must be positive, got {sigma_shift}")
-        if step_cache_threshold is not None and check_number("step_cache_threshold", step_cache_threshold) < 0:
-            raise ValueError(f"step_cache_threshold must be >= 0 (or None for no cache), got {step_cache_threshold}")
-        seed = check_seed(seed)
-        for name, value in (("tiled", tiled), ("t2v", t2v), ("cfg_merge", cfg_merge),
-                            ("resample_camera", resample_camera)):
-            check_flag(name, value)
-        tile_size, tile_stride = check_tiling(tile_size, tile_stride)
-        if not callable(progress_bar_cmd):
-            raise TypeError(
-                "progress_bar_cmd must be callable (it wraps the iterable of timesteps, like tqdm), got "
-                f"{type(progress_bar_cmd).__name__} {progress_bar_cmd!r}"
-            )
-        if not isinstance(camera, (CameraTrajectory, torch.Tensor)):
-            raise TypeError(
-                "camera must be a diffsynth_dualcam.camera.CameraTrajectory or a packed Plücker tensor "
-                f"[24, T, H, W], got {type(camera).__name__}"
-            )
+    def check(self, pipe: DualCamCtrlPipeline, arguments: GenerationArguments) -> dict:
+        """The inputs that change once the (field-checked) ``arguments`` are checked together: resized images, the
+        source size for the camera crop, the seed."""
+        input_image, input_depth, width, height = (arguments.input_image, arguments.input_depth, arguments.width,
+                                                   arguments.height)
         source_size = None
-        if t2v:
+        if arguments.t2v:
             if input_image is not None or input_depth is not None:
                 raise ValueError("t2v=True generates from the prompt alone: leave input_image and input_depth None")
         else:
@@ -112,14 +75,12 @@ class DualCamUnit_InputChecker(PipelineUnit):
                     )
             else:
                 check_image("input_depth", input_depth)
-                check_same_aspect(input_image, input_depth, width, height)
-            input_image = prepare_image(input_image, width, height)
+                check_same_aspect(input_image, input_depth, width=width, height=height)
+            input_image = prepare_image(input_image, width=width, height=height)
             if input_depth is not None:
-                input_depth = prepare_depth(input_depth, width, height)
-        if seed is None:
-            seed = secrets.randbelow(2**31)
-        return {"input_image": input_image, "input_depth": input_depth, "source_size": source_size, "seed": seed,
-                "tile_size": tile_size, "tile_stride": tile_stride}
+                input_depth = prepare_depth(input_depth, width=width, height=height)
+        seed = secrets.randbelow(2**31) if arguments.seed is None else arguments.seed
+        return {"input_image": input_image, "input_depth": input_depth, "source_size": source_size, "seed": seed}
 
 
 class DualCamUnit_CameraPacker(PipelineUnit):
@@ -128,20 +89,21 @@ class DualCamUnit_CameraPacker(PipelineUnit):
 
     def __init__(self) -> None:
         super().__init__(
-            input_params=("camera", "num_frames", "height", "width", "source_size", "resample_camera"),
+            input_params=("camera", "num_frames", "width", "height", "source_size", "resample_camera"),
             output_params=("camera_latents", "trajectory"),
         )
 
     def process(
-        self, pipe: DualCamCtrlPipeline, camera: CameraTrajectory | torch.Tensor, num_frames: int, height: int,
-        width: int, source_size: tuple[int, int] | None, resample_camera: bool,
+        self, pipe: DualCamCtrlPipeline, *, camera: CameraTrajectory | torch.Tensor, num_frames: int, width: int,
+        height: int, source_size: tuple[int, int] | None, resample_camera: bool,
     ) -> dict:
         if isinstance(camera, torch.Tensor):
-            camera_latents = check_camera_latents(camera, num_frames, height, width)
+            camera_latents = check_camera_latents(camera, num_frames, width=width, height=height)
             trajectory = None
         else:
-            trajectory = prepare_trajectory(camera, num_frames, width, height, source_size, resample_camera)
-            camera_latents = trajectory_to_camera_latents(trajectory, height, width, device=pipe.device)
+            trajectory = prepare_trajectory(camera, num_frames, width=width, height=height, image_size=source_size,
+                                            resample=resample_camera)
+            camera_latents = trajectory_to_camera_latents(trajectory, width=width, height=height, device=pipe.device)
         return {
             "camera_latents": camera_latents.to(dtype=pipe.torch_dtype, device=pipe.device),
             "trajectory": trajectory,
@@ -158,8 +120,8 @@ class DualCamUnit_DepthEstimator(PipelineUnit):
         )
 
     def process(
-        self, pipe: DualCamCtrlPipeline, input_image: Image.Image | None, input_depth: Image.Image | None, t2v: bool,
-        width: int, height: int,
+        self, pipe: DualCamCtrlPipeline, *, input_image: Image.Image | None, input_depth: Image.Image | None,
+        t2v: bool, width: int, height: int,
     ) -> dict:
         if t2v or input_depth is not None:
             return {}
@@ -168,7 +130,7 @@ class DualCamUnit_DepthEstimator(PipelineUnit):
             raise TypeError(f"pipe.depth_estimator must return a PIL image (8-bit disparity, near = bright), got "
                             f"{type(estimated).__name__}")
         check_image("the depth map of pipe.depth_estimator", estimated)
-        return {"input_depth": prepare_depth(estimated, width, height)}
+        return {"input_depth": prepare_depth(estimated, width=width, height=height)}
 
 
 class DualCamUnit_NoiseInitializer(PipelineUnit):
@@ -176,11 +138,11 @@ class DualCamUnit_NoiseInitializer(PipelineUnit):
 
     def __init__(self) -> None:
         super().__init__(
-            input_params=("height", "width", "num_frames", "seed"),
+            input_params=("width", "height", "num_frames", "seed"),
             output_params=("latents", "depth_latents"),
         )
 
-    def process(self, pipe: DualCamCtrlPipeline, height: int, width: int, num_frames: int, seed: int) -> dict:
+    def process(self, pipe: DualCamCtrlPipeline, *, width: int, height: int, num_frames: int, seed: int) -> dict:
         factor = pipe.vae.upsampling_factor
         shape = (1, pipe.vae.z_dim, latent_frames(num_frames), height // factor, width // factor)
         noise = pipe.generate_noise(shape, seed=seed, rand_device="cpu")
@@ -213,12 +175,12 @@ class DualCamUnit_ImageEmbedderCLIP(PipelineUnit):
 
     def __init__(self) -> None:
         super().__init__(
-            input_params=("input_image", "height", "width"),
+            input_params=("input_image", "width", "height"),
             output_params=("clip_feature",),
             onload_model_names=("image_encoder",),
         )
 
-    def process(self, pipe: DualCamCtrlPipeline, input_image: Image.Image | None, height: int, width: int) -> dict:
+    def process(self, pipe: DualCamCtrlPipeline, *, input_image: Image.Image | None, width: int, height: int) -> dict:
         pipe.load_models_to_device(self.onload_model_names)
         image = input_image if input_image is not None else Image.new("RGB", (width, height))
         clip_feature = pipe.image_encoder.encode_image([pipe.preprocess_image(image)])

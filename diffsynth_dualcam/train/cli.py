@@ -92,7 +92,7 @@ def validation_inputs(config: TrainConfig, dataset: CameraClipDataset) -> Valida
             raise ValueError("validation.depth: a depth map is needed with validation.image")
         image, depth = Image.open(settings.image).convert("RGB"), Image.open(settings.depth).convert("RGB")
         try:
-            check_same_aspect(image, depth, settings.width, settings.height)
+            check_same_aspect(image, depth, width=settings.width, height=settings.height)
         except ValueError as error:
             raise ValueError(f"validation.depth: {error}") from None
         names = CameraTrajectory.preset_names()

@@ -123,7 +123,7 @@ class TrainConfig:
         if not self.data.root:
             raise ValueError("data.root: the dataset folder is required")
         if self.data.height % 16 or self.data.width % 16:
-            raise ValueError(f"data.height/width must be multiples of 16, got {self.data.height}x{self.data.width}")
+            raise ValueError(f"data.width/height must be multiples of 16, got {self.data.width}x{self.data.height}")
         if (self.data.num_frames - 1) % 4:
             raise ValueError(f"data.num_frames must be 4k+1, got {self.data.num_frames}")
         if not 1 <= self.data.min_stride <= self.data.stride:

@@ -156,7 +156,7 @@ class DualCamTrainingModule(DiffusionTrainingModule):
         height, width = data["video"].shape[-2:]
         context = pipeline_units.DualCamUnit_PromptEmbedder().process(pipe, data["prompt"])["context"]
         clip_feature = pipeline_units.DualCamUnit_ImageEmbedderCLIP().process(
-            pipe, frame_to_image(data["video"][:, 0]), height, width)["clip_feature"]
+            pipe, input_image=frame_to_image(data["video"][:, 0]), width=width, height=height)["clip_feature"]
         return {
             "rgb_latents": latents[0:1], "depth_latents": latents[1:2], "y": first[0:1], "depth_y": first[1:2],
             "context": context, "clip_feature": clip_feature,

@@ -102,7 +102,7 @@ class WorldCache:
         self.cloud = voxel_downsample(merged, self.voxel_size) if len(merged) and self.voxel_size else merged
         return len(cloud)
 
-    def render_depth(self, c2w: np.ndarray, intrinsics: np.ndarray, width: int, height: int) -> np.ndarray:
+    def render_depth(self, c2w: np.ndarray, intrinsics: np.ndarray, *, width: int, height: int) -> np.ndarray:
         """Depth of the cache's front surface in each `pixel_stride` x `pixel_stride` cell of a width x height frame
         seen by the camera (c2w [4, 4], normalised intrinsics [4]), on the grid of the lifted pixels; NaN where the
         cache has no point. A cell's depth is the mean over its points within ``FRONT_SURFACE_TOLERANCE`` of its
@@ -135,7 +135,7 @@ class WorldCache:
         seen from its camera; None when they overlap on fewer than ``MIN_FIT_PIXELS`` pixels."""
         height, width = disparity.shape
         stride = self.pixel_stride
-        cached = self.render_depth(c2w, intrinsics, width, height)
+        cached = self.render_depth(c2w, intrinsics, width=width, height=height)
         source = np.asarray(disparity, dtype=np.float64)[::stride, ::stride]
         overlap = np.isfinite(cached) & (source > 0)
         if overlap.sum() < MIN_FIT_PIXELS or np.ptp(source[overlap]) == 0:
@@ -151,7 +151,7 @@ class WorldCache:
         stride = self.pixel_stride
         for frame, pose, camera in zip(disparity, c2w, intrinsics, strict=True):
             height, width = frame.shape
-            cached = self.render_depth(pose, camera, width, height)
+            cached = self.render_depth(pose, camera, width=width, height=height)
             sampled = np.asarray(frame, dtype=np.float64)[::stride, ::stride]
             overlap = np.isfinite(cached) & (sampled > 0)
             depth = disparity_to_depth(sampled[overlap], self.near, self.far)

@@ -259,7 +259,7 @@ def first_alignment(disparity: np.ndarray, depth: Image.Image | None) -> Alignme
     if depth is None:
         return Alignment(1.0, 0.0, "generated (no input depth map)", 0, 1.0)
     height, width = disparity.shape
-    reference = np.asarray(cover_resize(depth.convert("L"), width, height), dtype=np.float64) / 255.0
+    reference = np.asarray(cover_resize(depth.convert("L"), width=width, height=height), dtype=np.float64) / 255.0
     valid = disparity > 0
     if valid.sum() < 2 or np.ptp(disparity[valid]) == 0:
         return Alignment(1.0, 0.0, "generated (flat first depth frame)", 0, 1.0)

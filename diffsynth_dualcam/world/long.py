@@ -1,26 +1,24 @@
 """Long camera paths with the pipeline: ``DualCamCtrlPipeline.generate_long`` and the run folder it writes."""
 from __future__ import annotations
 
+import inspect
 import secrets
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from ..camera import CameraTrajectory
 from ..export3d import write_ply
-from ..pipeline.dualcam import image_digest
+from ..pipeline.arguments import GenerationArguments
 from ..pipeline.inputs import (
     check_frame_count,
     check_image,
-    check_num_frames,
     check_same_aspect,
     check_seed,
-    check_size,
     prepare_depth,
     prepare_image,
     prepare_trajectory,
@@ -79,51 +77,46 @@ def step_progress(progress_bar_cmd: Callable[[Iterable], Iterable], total: int) 
     return clip_steps, advance
 
 
+#: Arguments the chain sets per clip or its resume key names one by one; the others are its ``clip_options``.
+CHAIN_ARGUMENTS = ("prompt", "negative_prompt", "input_image", "input_depth", "camera", "height", "width", "num_frames",
+                   "num_inference_steps", "cfg_scale", "seed", "t2v", "resample_camera", "progress_bar_cmd")
+
+
 def generate_long(
     pipe: DualCamCtrlPipeline,
     prompt: str,
-    negative_prompt: str = "",
-    input_image: Image.Image | None = None,
-    input_depth: Image.Image | None = None,
-    camera: CameraTrajectory | None = None,
-    height: int = 480,
-    width: int = 720,
+    *,
     num_frames: int = 121,
     chunk_frames: int = DEFAULT_CHUNK_FRAMES,
-    num_inference_steps: int = 50,
-    cfg_scale: float = 6.0,
-    seed: int | None = None,
-    t2v: bool = False,
-    resample_camera: bool = False,
-    progress_bar_cmd: Callable[[Iterable], Iterable] = tqdm,
     resume_dir: str | Path | None = None,
     near: float = 1.0,
     far: float = 10.0,
     frame_stride: int = 4,
     pixel_stride: int = 2,
     voxel_size: float | None = None,
-    **clip_options: Any,
+    **arguments: Any,
 ) -> ChainedOutput:
     """Generate a camera path of any ``num_frames`` (4k+1) as clips of ``chunk_frames`` sharing one frame.
 
-    The arguments are the pipeline call's (``clip_options``: ``tiled``, ``cfg_merge``, ``sigma_shift``,
-    ``tile_size``, ``tile_stride``, ``step_cache_threshold``), and: ``camera`` a ``CameraTrajectory`` (followed
-    frame by frame, its first ``num_frames`` cameras, unless ``resample_camera`` stretches it, as in the pipeline
-    call); clip k is seeded with ``seed + k``; text-to-video makes the first clip from the prompt and the others from
-    the previous clip's last frame. ``progress_bar_cmd`` wraps one iterable over the steps of all clips.
-    ``resume_dir`` keeps finished clips so that an interrupted call, repeated with the same arguments, goes on from
-    the first missing clip. ``near``, ``far``, ``frame_stride``, ``pixel_stride`` and ``voxel_size`` set the world
-    cache (see ``diffsynth_dualcam.world.cache``).
+    ``arguments`` are the pipeline call's (the fields of ``pipe.arguments_class``, all checked before the first clip),
+    with: ``camera`` a ``CameraTrajectory`` (followed frame by frame, its first ``num_frames`` cameras, unless
+    ``resample_camera`` stretches it, as in the pipeline call); clip k is seeded with ``seed + k``; text-to-video
+    makes the first clip from the prompt and the others from the previous clip's last frame. ``progress_bar_cmd``
+    wraps one iterable over the steps of all clips. ``resume_dir`` keeps finished clips so that an interrupted call,
+    repeated with the same arguments, goes on from the first missing clip. ``near``, ``far``, ``frame_stride``,
+    ``pixel_stride`` and ``voxel_size`` set the world cache (see ``diffsynth_dualcam.world.cache``).
     """
-    height, width = check_size(height, width)
-    num_frames = check_num_frames(num_frames)
+    arguments = pipe.arguments_class.from_call(prompt, num_frames=num_frames, **arguments).checked()
+    width, height, num_frames, seed = arguments.width, arguments.height, arguments.num_frames, arguments.seed
+    input_image, input_depth, camera, t2v = (arguments.input_image, arguments.input_depth, arguments.camera,
+                                             arguments.t2v)
     chunk_frames = check_frame_count("chunk_frames", chunk_frames, minimum=5)
     ranges = clip_ranges(num_frames, chunk_frames)
     if not isinstance(camera, CameraTrajectory):
         raise TypeError(f"camera must be a CameraTrajectory for a chained generation, got {type(camera).__name__}")
-    seed = secrets.randbelow(2**31) if check_seed(seed) is None else seed
+    seed = secrets.randbelow(2**31) if seed is None else seed
     check_seed(seed + len(ranges) - 1)
-    original_image, original_depth = input_image, input_depth
+    original_depth = input_depth
     image = depth = None
     if t2v:
         if input_image is not None or input_depth is not None:
@@ -132,28 +125,30 @@ def generate_long(
         if input_image is None:
             raise ValueError("input_image is required for image-to-video (or pass t2v=True)")
         check_image("input_image", input_image)
-        image = prepare_image(input_image, width, height)
+        image = prepare_image(input_image, width=width, height=height)
         if input_depth is None:  # estimated on the first frame at the output size, as the pipeline does
             if pipe.depth_estimator is None:
                 raise ValueError("input_depth is required for image-to-video (an 8-bit grayscale disparity map, near = "
                                  "bright) unless pipe.depth_estimator is set")
             input_depth = pipe.depth_estimator(image)
         else:
-            check_same_aspect(input_image, check_image("input_depth", input_depth), width, height)
+            check_same_aspect(input_image, check_image("input_depth", input_depth), width=width, height=height)
         check_image("the depth map of pipe.depth_estimator", input_depth)
-        depth = prepare_depth(input_depth, width, height).convert("L")
-    trajectory = prepare_trajectory(camera, num_frames, width, height, input_image.size if input_image else None,
-                                    resample_camera)
-    clip_steps, advance = step_progress(progress_bar_cmd, len(ranges) * num_inference_steps)
+        depth = prepare_depth(input_depth, width=width, height=height).convert("L")
+    trajectory = prepare_trajectory(camera, num_frames, width=width, height=height,
+                                    image_size=input_image.size if input_image else None,
+                                    resample=arguments.resample_camera)
+    num_inference_steps = arguments.num_inference_steps
+    clip_steps, advance = step_progress(arguments.progress_bar_cmd, len(ranges) * num_inference_steps)
 
     def clip_fn(clip_image: Image.Image | None, clip_depth: Image.Image | None, clip_trajectory: CameraTrajectory,
                 seed: int) -> tuple[list[Image.Image], list[Image.Image], dict[str, Any]]:
-        output = pipe(
-            prompt=prompt, negative_prompt=negative_prompt, input_image=clip_image, input_depth=clip_depth,
-            camera=clip_trajectory, height=height, width=width, num_frames=len(clip_trajectory),
-            num_inference_steps=num_inference_steps, cfg_scale=cfg_scale, seed=seed, t2v=clip_image is None,
-            resample_camera=False, progress_bar_cmd=clip_steps, **clip_options,
+        clip_arguments = replace(
+            arguments, input_image=clip_image, input_depth=clip_depth, camera=clip_trajectory,
+            num_frames=len(clip_trajectory), seed=seed, t2v=clip_image is None, resample_camera=False,
+            progress_bar_cmd=clip_steps,
         )
+        output = pipe(**clip_arguments.values())
         params = {key: value for key, value in output.params.items() if key not in ("camera", "seed")}
         return output.video, output.depth_video, {"t2v": clip_image is None, "params": params}
 
@@ -161,8 +156,10 @@ def generate_long(
         if record.resumed:
             advance(num_inference_steps)
 
-    resume_key = {"prompt": prompt, "negative_prompt": negative_prompt, "steps": num_inference_steps,
-                  "cfg_scale": cfg_scale, "t2v": t2v, "models": pipe.model_source,
+    clip_options = {name: value for name, value in arguments.values().items() if name not in CHAIN_ARGUMENTS}
+    resume_key = {"prompt": arguments.prompt, "negative_prompt": arguments.negative_prompt,
+                  "steps": num_inference_steps, "cfg_scale": arguments.cfg_scale, "t2v": t2v,
+                  "models": pipe.model_source,
                   "clip_options": {key: repr(value) for key, value in sorted(clip_options.items())}}
     result = generate_chained(
         clip_fn, image=image, depth=depth, trajectory=trajectory, num_frames=num_frames, chunk_frames=chunk_frames,
@@ -171,8 +168,8 @@ def generate_long(
     )
     clip_params = [record.generation.pop("params", {}) for record in result.clips]
     params = {
-        **clip_params[0], "t2v": t2v, "seed": seed, "num_frames": num_frames, "resample_camera": resample_camera,
-        "input_image": image_digest(original_image), "input_depth": image_digest(original_depth),
+        # The whole path's arguments over those of the first clip (its frames, seed, conditioning, ...).
+        **clip_params[0], **replace(arguments, seed=seed).record(),
         "depth_estimated": not t2v and original_depth is None,
         "camera": pipe.camera_description(camera, result.trajectory, None),
         "chain": {
@@ -191,3 +188,17 @@ def generate_long(
         input_image=image, input_depth=depth, cache=result.cache,
     )
 
+
+def long_signature() -> inspect.Signature:
+    """``generate_long``'s signature for introspection: the pipeline call's arguments (``GenerationArguments``, a
+    whole path of 121 frames by default) after ``prompt``, as keywords, then the chain's own."""
+    own = inspect.signature(generate_long).parameters
+    forwarded = [
+        parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for name, parameter in GenerationArguments.signature().parameters.items() if name not in own
+    ]
+    return inspect.Signature([*(parameter for name, parameter in own.items() if name != "arguments"), *forwarded],
+                             return_annotation="ChainedOutput")
+
+
+generate_long.__signature__ = long_signature()
