@@ -37,9 +37,9 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
 
 from diffsynth_dualcam.models import OFFICIAL_CONFIG, DualCamCtrlDiT
+from diffsynth_dualcam.models.registry import VRAM_MODULE_MAP
 from diffsynth_dualcam.pipeline import DualCamCtrlPipeline
-from diffsynth_dualcam.registry import VRAM_MODULE_MAP
-from diffsynth_dualcam.testing import tiny_models, tiny_tokenizer
+from diffsynth_dualcam.pipeline.tiny import tiny_models, tiny_tokenizer
 
 #: (frames, height, width) generated per size.
 VIDEO = {"tiny": (9, 64, 96), "full": (61, 480, 720)}

@@ -1,4 +1,5 @@
-"""Atomic file output: a file appears complete under its final name or not at all."""
+"""File output: atomic (a file appears complete under its final name or not at all), and the video encoding every
+writer shares."""
 from __future__ import annotations
 
 import contextlib
@@ -6,6 +7,10 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 FILE_MODE = 0o644
 
@@ -35,3 +40,12 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_output(path) as temporary:
         temporary.write_bytes(data)
     return Path(path)
+
+
+def write_video(path: str | os.PathLike, frames: list[Image.Image], fps: int) -> None:
+    """Encode RGB or grayscale PIL frames as an H.264 mp4."""
+    import imageio.v2 as imageio
+    import numpy as np
+
+    arrays = [np.asarray(frame.convert("RGB")) for frame in frames]
+    imageio.mimwrite(path, arrays, fps=fps, codec="libx264", quality=8, macro_block_size=1)

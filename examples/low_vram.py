@@ -11,7 +11,7 @@ from PIL import Image
 
 from diffsynth_dualcam.camera import CameraTrajectory
 from diffsynth_dualcam.pipeline import DualCamCtrlPipeline, official_model_configs
-from diffsynth_dualcam.testing import write_tiny_model_files
+from diffsynth_dualcam.pipeline.tiny import write_tiny_model_files
 
 args = parse_args(__doc__)
 device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -13,11 +13,10 @@ from diffsynth.core.vram.layers import AutoTorchModule, AutoWrappedNonRecurseMod
 from PIL import Image
 from safetensors.torch import load_file
 
-from diffsynth_dualcam import compat
 from diffsynth_dualcam.camera import CameraTrajectory
-from diffsynth_dualcam.pipeline import DualCamCtrlPipeline
+from diffsynth_dualcam.pipeline import DualCamCtrlPipeline, compat
 from diffsynth_dualcam.pipeline.dualcam import BASE_MODEL_FILES, BASE_MODEL_ID, BASE_MODEL_LABELS, TOKENIZER_FILES
-from diffsynth_dualcam.testing import register_tiny_model_file, tiny_pipeline, write_tiny_model_files
+from diffsynth_dualcam.pipeline.tiny import register_tiny_model_file, tiny_pipeline, write_tiny_model_files
 
 
 def quiet(iterable):

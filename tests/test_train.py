@@ -12,7 +12,7 @@ import yaml
 
 from diffsynth_dualcam.data import RealEstate10KDataset
 from diffsynth_dualcam.data.synthetic import write_synthetic_dataset
-from diffsynth_dualcam.testing import tiny_dit_config, tiny_pipeline
+from diffsynth_dualcam.pipeline.tiny import tiny_dit_config, tiny_pipeline
 from diffsynth_dualcam.train import DualCamTrainingModule, dit_for_stage, drop_topk_mse, load_config, merged_dit
 from diffsynth_dualcam.train.distributed import ClippingAccelerator, check_distributed_setup
 from diffsynth_dualcam.train.losses import dual_flow_matching_loss
@@ -270,7 +270,7 @@ def test_distributed_setup_check():
 def test_train_refuses_zero3_before_building_anything(tmp_path, monkeypatch, capsys):
     from accelerate.utils import DeepSpeedPlugin
 
-    import diffsynth_dualcam.train.cli as train_cli
+    import diffsynth_dualcam.train.stage as train_stage
     from diffsynth_dualcam.cli import main
 
     def zero3_accelerator(**options) -> ClippingAccelerator:
@@ -278,7 +278,7 @@ def test_train_refuses_zero3_before_building_anything(tmp_path, monkeypatch, cap
         accelerator.state = SimpleNamespace(deepspeed_plugin=DeepSpeedPlugin(zero_stage=3, gradient_clipping=1.0))
         return accelerator
 
-    monkeypatch.setattr(train_cli, "ClippingAccelerator", zero3_accelerator)
+    monkeypatch.setattr(train_stage, "ClippingAccelerator", zero3_accelerator)
     write_synthetic_dataset(tmp_path / "data", num_clips=1)
     config = tmp_path / "zero3.yaml"
     # Small enough that, were the check missing, the run would end quickly (and the test fail).
@@ -363,7 +363,7 @@ def test_bf16_autocast_with_offloaded_gradient_checkpointing(encoded):
 def test_a_validation_depth_map_of_another_frame_is_refused_at_start_up(tmp_path):
     from PIL import Image
 
-    from diffsynth_dualcam.train.cli import validation_inputs
+    from diffsynth_dualcam.train.stage import validation_inputs
 
     Image.new("RGB", (480, 320)).save(tmp_path / "image.png")
     Image.new("L", (320, 480)).save(tmp_path / "depth.png")
@@ -378,7 +378,7 @@ def test_a_validation_depth_map_of_another_frame_is_refused_at_start_up(tmp_path
 
 
 def test_tiny_seed_builds_without_the_wan_files_and_mixed_precision_no_is_accepted(tmp_path):
-    from diffsynth_dualcam.train.cli import build_pipeline
+    from diffsynth_dualcam.train.stage import stage_pipeline as build_pipeline
 
     # The stage-1 example names Wan files that do not exist here; a bare `no` is YAML for false.
     config = load_config(EXAMPLES / "stage1_decoupled.yaml",

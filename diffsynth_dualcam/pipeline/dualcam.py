@@ -17,12 +17,12 @@ from diffsynth.models.wan_video_text_encoder import HuggingfaceTokenizer
 from PIL import Image
 from tqdm import tqdm
 
-from ..cache import StepCache
 from ..camera import CameraTrajectory
-from ..compat import patch_torch_cpu
 from ..models import DualCamCtrlDiT
-from ..registry import register_checkpoint
+from ..models.registry import register_checkpoint
+from ..models.step_cache import StepCache
 from . import units
+from .compat import patch_torch_cpu
 from .output import DualCamCtrlOutput
 
 patch_torch_cpu()
@@ -60,7 +60,7 @@ def official_model_configs(
     """``ModelConfig``s of the official setup: the DiT (``dit_path``, else the official one from ``checkpoint_dir``,
     converted from the released ``.pt`` if needed) and the umT5 / VAE / CLIP files of ``BASE_MODEL_ID``.
     ``offload`` goes to every ``ModelConfig`` (``offload_device``, ``offload_dtype``, ...)."""
-    from ..checkpoints import official_dit_path
+    from ..models.checkpoints import official_dit_path
 
     dit_path = official_dit_path(checkpoint_dir) if dit_path is None else dit_path
     register_checkpoint(dit_path)
@@ -260,7 +260,7 @@ class DualCamCtrlPipeline(BasePipeline):
                 for none).
             t2v: text-to-video: no image, zero conditioning latents, CLIP of a black image.
             step_cache_threshold: skip the DiT blocks of steps whose modulated input changed less than this in
-                total since the last computed step (``diffsynth_dualcam.cache.StepCache``); None computes all.
+                total since the last computed step (``models.step_cache.StepCache``); None computes all.
         """
         inputs_posi = {"prompt": prompt}
         inputs_nega = {"negative_prompt": negative_prompt}
@@ -316,15 +316,6 @@ class DualCamCtrlPipeline(BasePipeline):
             input_image=inputs_shared["input_image"], input_depth=inputs_shared["input_depth"],
             camera_tensor=camera_tensor,
         )
-
-    def generate_long(self, prompt: str, **kwargs: Any) -> Any:
-        """Generate a camera path longer than one clip as chained clips over a world cache; returns a
-        ``ChainedOutput`` whose ``save`` writes the run folder with ``world.ply``. Arguments: the pipeline call's,
-        plus ``chunk_frames`` (clip length, 4k+1, default 61) and ``resume_dir`` (see
-        ``diffsynth_dualcam.world.long.generate_long``)."""
-        from ..world.long import generate_long
-
-        return generate_long(self, prompt, **kwargs)
 
     def guided_velocity(
         self,

@@ -9,13 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import imageio.v2 as imageio
-import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import save_file
 
 from ..camera import CameraTrajectory
+from ..io import write_video
 
 #: Every file ``save`` may write; ``params.json`` (moved last) marks a finished run.
 OUTPUT_FILES = (
@@ -24,12 +23,6 @@ OUTPUT_FILES = (
 )
 CAMERA_TENSOR_FILE = "camera.safetensors"
 CAMERA_TENSOR_KEY = "camera"
-
-
-def write_video(path: Path, frames: list[Image.Image], fps: int) -> None:
-    """Encode RGB or grayscale PIL frames as an H.264 mp4."""
-    arrays = [np.asarray(frame.convert("RGB")) for frame in frames]
-    imageio.mimwrite(path, arrays, fps=fps, codec="libx264", quality=8, macro_block_size=1)
 
 
 def side_by_side(video: list[Image.Image], depth_video: list[Image.Image]) -> list[Image.Image]:

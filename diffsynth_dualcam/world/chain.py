@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..camera import CameraTrajectory
+from ..export.export3d import DEFAULT_FAR, DEFAULT_NEAR
 from ..io import atomic_output, atomic_write
 from ..pipeline.dualcam import image_digest
 from ..pipeline.inputs import check_frame_count, cover_resize
@@ -162,8 +163,8 @@ def generate_chained(
     num_frames: int,
     chunk_frames: int = 61,
     seed: int | None = None,
-    near: float = 1.0,
-    far: float = 10.0,
+    near: float = DEFAULT_NEAR,
+    far: float = DEFAULT_FAR,
     frame_stride: int = 4,
     pixel_stride: int = 2,
     voxel_size: float | None = None,

@@ -12,7 +12,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..camera import CameraTrajectory
-from ..export3d import write_ply
+from ..export.export3d import DEFAULT_FAR, DEFAULT_NEAR, write_ply
 from ..pipeline.dualcam import image_digest
 from ..pipeline.inputs import (
     check_frame_count,
@@ -97,8 +97,8 @@ def generate_long(
     resample_camera: bool = False,
     progress_bar_cmd: Callable[[Iterable], Iterable] = tqdm,
     resume_dir: str | Path | None = None,
-    near: float = 1.0,
-    far: float = 10.0,
+    near: float = DEFAULT_NEAR,
+    far: float = DEFAULT_FAR,
     frame_stride: int = 4,
     pixel_stride: int = 2,
     voxel_size: float | None = None,
