@@ -404,3 +404,16 @@ def test_the_tiny_example_config_runs_as_documented(tmp_path, monkeypatch):
     run = tmp_path / "runs" / "tiny"
     assert (run / "step-2.safetensors").is_file() and (run / "validation" / "step-2" / "video.mp4").is_file()
     assert len((run / "loss.csv").read_text().splitlines()) == 1 + 2 * 4
+
+
+def test_train_out_option_replaces_the_configs_output_dir(tmp_path):
+    from diffsynth_dualcam.cli import build_parser
+    from diffsynth_dualcam.cli.train import load_run_config
+
+    config = Path(__file__).resolve().parents[1] / "examples" / "train" / "tiny.yaml"
+    parser = build_parser(["train"])
+    assert load_run_config(parser.parse_args(["train", "--config", str(config)])).train.output_dir == "runs/tiny"
+    out = tmp_path / "a: b #c"  # YAML would read this unquoted as a mapping and a comment
+    args = parser.parse_args(["train", "--config", str(config), "--set", "train.max_steps=3", "--out", str(out)])
+    loaded = load_run_config(args)
+    assert loaded.train.output_dir == str(out) and loaded.train.max_steps == 3

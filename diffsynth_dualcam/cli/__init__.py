@@ -26,6 +26,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """``"720x480"`` (WIDTHxHEIGHT) -> (720, 480)."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 720x480, got {text!r}") from None
+    if width <= 0 or height <= 0:
+        raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
+    return width, height
+
+
 def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
     """The top-level parser listing every sub-command, with the arguments of ``commands`` (default: all of them;
     each one's module is imported)."""

@@ -27,11 +27,13 @@ from ..pipeline.inputs import (
     prepare_trajectory,
 )
 from ..pipeline.setup import OFFICIAL_DEFAULTS, TINY_DEFAULTS, check_device, tiny_reason
+from . import parse_size
 
 if TYPE_CHECKING:  # torch and DiffSynth load only once the arguments are checked, so that errors come at once
     from ..models.depth_estimator import DepthEstimator
     from ..pipeline.dualcam import DualCamCtrlPipeline
     from ..pipeline.output import DualCamCtrlOutput
+
 
 @dataclasses.dataclass
 class GenerationSetup:
@@ -42,17 +44,6 @@ class GenerationSetup:
     size: tuple[int, int]
     frames: int
     steps: int
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"720x480"`` (WIDTHxHEIGHT) -> (720, 480)."""
-    try:
-        width, height = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 720x480, got {text!r}") from None
-    if width <= 0 or height <= 0:
-        raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
-    return width, height
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ from ..camera.formats import FORMATS
 from ..camera.presets import DEFAULT_FX, DEFAULT_SOURCE_SIZE, PRESETS, make_preset
 from ..camera.trajectory import CameraTrajectory
 from ..export.export3d import DEFAULT_FAR, DEFAULT_NEAR
+from . import parse_size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,17 +72,6 @@ def _add_scene_arguments(parser: argparse.ArgumentParser, beside: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the chosen action; returns the exit code."""
     return {"show": _show, "convert": _convert, "preset": _preset}[args.action](args)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"640x360"`` -> (640, 360)."""
-    try:
-        width, height = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x360, got {text!r}") from None
-    if width <= 0 or height <= 0:
-        raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
-    return width, height
 
 
 def describe(trajectory: CameraTrajectory) -> str:

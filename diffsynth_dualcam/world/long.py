@@ -1,4 +1,4 @@
-"""Long camera paths with the pipeline: ``DualCamCtrlPipeline.generate_long`` and the run folder it writes."""
+"""Long camera paths with the pipeline: ``generate_long(pipe, ...)`` and the run folder it writes."""
 from __future__ import annotations
 
 import secrets
