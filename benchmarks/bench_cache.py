@@ -27,8 +27,8 @@ from common import (
 )
 from diffsynth.diffusion import FlowMatchScheduler
 
-from diffsynth_dualcam.cache import StepCache
 from diffsynth_dualcam.models import DualCamCtrlDiT
+from diffsynth_dualcam.models.step_cache import StepCache
 
 
 def run(device: str = "cpu", dtype: str | None = None, size: str | None = None, repeats: int = 1,

@@ -1,7 +1,7 @@
 """Chaining overhead: everything a chained generation does besides generating its clips, against the whole chain.
 
-Runs ``DualCamCtrlPipeline.generate_long`` on tiny random models (``diffsynth_dualcam.testing.tiny_pipeline``) as the
-CLI does (finished clips kept in a resume folder) and writes the world cache's ``world.ply``. The overhead is the
+Runs ``diffsynth_dualcam.world.generate_long`` on tiny random models (``diffsynth_dualcam.pipeline.tiny.tiny_pipeline``)
+as the CLI does (finished clips kept in a resume folder) and writes the world cache's ``world.ply``. The overhead is the
 chain's time less the time inside the clip generations (the pipeline calls): conditioning frames, depth alignment,
 lifting into the world cache, its consistency figures, the kept clips and the PLY. The models are tiny, so the clips
 are as cheap as they get and the ratio is an upper bound of what the official model pays.
@@ -19,9 +19,10 @@ from pathlib import Path
 from common import Row, interleaved_times, resolve, seconds, synchronize
 
 from diffsynth_dualcam.camera import CameraTrajectory
-from diffsynth_dualcam.export3d import write_ply
+from diffsynth_dualcam.export.export3d import write_ply
 from diffsynth_dualcam.pipeline import DualCamCtrlPipeline
-from diffsynth_dualcam.testing import tiny_pipeline
+from diffsynth_dualcam.pipeline.tiny import tiny_pipeline
+from diffsynth_dualcam.world import generate_long
 
 HEIGHT, WIDTH = 64, 96
 ASSETS = Path(__file__).resolve().parents[1] / "demo_assets"
@@ -57,8 +58,8 @@ def run(device: str = "cpu", frames: int = 25, chunk_frames: int = 9, steps: int
     def chain() -> None:
         clip_times.append(0.0)
         with tempfile.TemporaryDirectory() as folder:
-            output = pipe.generate_long(
-                prompt="an astronaut", input_image=image, input_depth=depth, camera=camera, height=HEIGHT,
+            output = generate_long(
+                pipe, prompt="an astronaut", input_image=image, input_depth=depth, camera=camera, height=HEIGHT,
                 width=WIDTH, num_frames=frames, chunk_frames=chunk_frames, num_inference_steps=steps, seed=0,
                 progress_bar_cmd=lambda iterable: iterable, resume_dir=Path(folder) / "clips",
             )

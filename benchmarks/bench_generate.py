@@ -1,6 +1,6 @@
 """End-to-end generation with the tiny pipeline: the step cache against plain sampling.
 
-Runs ``DualCamCtrlPipeline`` on tiny random models (``diffsynth_dualcam.testing.tiny_pipeline``): prompt encoding,
+Runs ``DualCamCtrlPipeline`` on tiny random models (``diffsynth_dualcam.pipeline.tiny.tiny_pipeline``): prompt encoding,
 CLIP and VAE encoding, merged-CFG denoising of both branches, tiled decoding of both videos. The cached run uses
 ``step_cache_threshold``; its speed-up is the wall-time ratio of whole generations (CPU time of one thread on the
 CPU) and its quality the relative difference of the final latents. The models are tiny on every device, so the
@@ -23,7 +23,7 @@ from common import (
     time_dit_work_as_generation_runs,
 )
 
-from diffsynth_dualcam.testing import tiny_pipeline
+from diffsynth_dualcam.pipeline.tiny import tiny_pipeline
 
 FRAMES, HEIGHT, WIDTH = 9, 64, 96
 

@@ -37,9 +37,10 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
 
 from diffsynth_dualcam.models import OFFICIAL_CONFIG, DualCamCtrlDiT
+from diffsynth_dualcam.models.registry import VRAM_MODULE_MAP
 from diffsynth_dualcam.pipeline import DualCamCtrlPipeline
-from diffsynth_dualcam.registry import VRAM_MODULE_MAP
-from diffsynth_dualcam.testing import tiny_models, tiny_tokenizer
+from diffsynth_dualcam.pipeline.setup import offload_fields
+from diffsynth_dualcam.pipeline.tiny import tiny_models, tiny_tokenizer
 
 #: (frames, height, width) generated per size.
 VIDEO = {"tiny": (9, 64, 96), "full": (61, 480, 720)}
@@ -57,10 +58,7 @@ MODULE_MAPS = {
 def offload_config(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     """The ``ModelConfig`` offload fields of ``dualcam generate --offload``: weights in CPU memory, computation on
     ``device``."""
-    device = str(device)
-    return {"offload_device": "cpu", "offload_dtype": dtype, "onload_device": "cpu", "onload_dtype": dtype,
-            "preparing_device": device, "preparing_dtype": dtype, "computation_device": device,
-            "computation_dtype": dtype}
+    return offload_fields(str(device), dtype)
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ import torch
 from common import Row, add_common_arguments, gib, interleaved_times, paired_ratio, peak_memory, resolve, seconds
 from diffsynth.models.wan_video_vae import WanVideoVAE
 
-from diffsynth_dualcam.testing import TinyWanVideoVAE
+from diffsynth_dualcam.pipeline.tiny import TinyWanVideoVAE
 
 #: (latents [C, T, h, w], tile size, tile stride) per benchmark size.
 SETTINGS = {

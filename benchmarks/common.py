@@ -105,7 +105,7 @@ def resolve(device: str, dtype: str | None, size: str | None) -> tuple[torch.dev
 def model_config(size: str) -> dict[str, Any]:
     """The DualCamCtrl DiT config of a benchmark size."""
     if size == "tiny":
-        from diffsynth_dualcam.testing import tiny_dit_config
+        from diffsynth_dualcam.pipeline.tiny import tiny_dit_config
 
         return tiny_dit_config()
     return dict(OFFICIAL_CONFIG if size == "full" else MID_CONFIG)

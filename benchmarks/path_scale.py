@@ -2,7 +2,7 @@
 
 For each demo scene (demo_assets/<scene>.torch with its depth map) the path length is divided by the median scene
 depth of the first frame (export-3d's reading of the disparity map, near 1 and far 10: see
-diffsynth_dualcam/preview.py) and by the number of steps between frames. Measured on the paths as recorded (frame
+diffsynth_dualcam/export/preview.py) and by the number of steps between frames. Measured on the paths as recorded (frame
 by frame, whole and their first 61 cameras as the published demo follows them) - those give
 ``preview.PUBLISHED_STEP_RANGE`` - and, for reference, on each path stretched over 61 frames and on the moving
 presets at speed 1 over 61 frames against the same depth maps.
@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from diffsynth_dualcam.camera import CameraTrajectory
-from diffsynth_dualcam.preview import (
+from diffsynth_dualcam.export.preview import (
     PUBLISHED_STEP_RANGE,
     STEP_WARNING_RANGE,
     PathScale,

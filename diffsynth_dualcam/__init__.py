@@ -1,7 +1,7 @@
 """DualCamCtrl as a DiffSynth-Studio 2.x plugin.
 
 The names below are imported on first use, so that the command line answers without loading torch and DiffSynth.
-Using any of them (``from diffsynth_dualcam import DualCamCtrlDiT``) imports ``diffsynth_dualcam.registry``,
+Using any of them (``from diffsynth_dualcam import DualCamCtrlDiT``) imports ``diffsynth_dualcam.models.registry``,
 which registers the DiT with DiffSynth.
 """
 import importlib
@@ -12,16 +12,16 @@ import PIL.Image  # noqa: F401
 
 if TYPE_CHECKING:
     from .models import OFFICIAL_CONFIG, DualCamCtrlDiT
+    from .models.registry import register_checkpoint
     from .pipeline import DualCamCtrlOutput, DualCamCtrlPipeline
-    from .registry import register_checkpoint
 
 __all__ = ["OFFICIAL_CONFIG", "DualCamCtrlDiT", "DualCamCtrlOutput", "DualCamCtrlPipeline", "register_checkpoint"]
 _MODULES = {"OFFICIAL_CONFIG": ".models", "DualCamCtrlDiT": ".models", "DualCamCtrlOutput": ".pipeline",
-            "DualCamCtrlPipeline": ".pipeline", "register_checkpoint": ".registry"}
+            "DualCamCtrlPipeline": ".pipeline", "register_checkpoint": ".models.registry"}
 
 
 def __getattr__(name: str) -> object:
     if name not in _MODULES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    importlib.import_module(".registry", __name__)
+    importlib.import_module(".models.registry", __name__)
     return getattr(importlib.import_module(_MODULES[name], __name__), name)

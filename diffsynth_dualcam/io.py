@@ -1,4 +1,5 @@
-"""Atomic file output: a file appears complete under its final name or not at all.
+"""File output: atomic (a file appears complete under its final name or not at all), and the video encoding every
+writer shares.
 
 Work in progress is written under a hidden staging name beside its target, ``.NAME.partial-HOST-PID-TOKEN`` (plus
 the target's suffix where a writer needs it): the host and process that write it are part of the name, so that a
@@ -16,6 +17,10 @@ import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 FILE_MODE = 0o644
 #: Kinds of staging entries: files and folders being written, and a run's old files kept while it is replaced.
@@ -102,3 +107,12 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_output(path, keep_suffix=False) as temporary:
         temporary.write_bytes(data)
     return Path(path)
+
+
+def write_video(path: str | os.PathLike, frames: list[Image.Image], fps: int) -> None:
+    """Encode RGB or grayscale PIL frames as an H.264 mp4."""
+    import imageio.v2 as imageio
+    import numpy as np
+
+    arrays = [np.asarray(frame.convert("RGB")) for frame in frames]
+    imageio.mimwrite(path, arrays, fps=fps, codec="libx264", quality=8, macro_block_size=1)

@@ -5,15 +5,10 @@ Without the official DualCamCtrl weights in ``checkpoints/`` an example runs on 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-import torch
-
-from diffsynth_dualcam.checkpoint_files import local_official_dit
-from diffsynth_dualcam.pipeline import DualCamCtrlPipeline
-from diffsynth_dualcam.pipeline.cli import TINY_NOTICE
-from diffsynth_dualcam.testing import tiny_pipeline
+from diffsynth_dualcam.pipeline import DualCamCtrlPipeline, setup
+from diffsynth_dualcam.pipeline.setup import TINY_DEFAULTS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
@@ -21,7 +16,8 @@ DEMO_DIR = REPO_ROOT / "demo_assets"
 OUTPUT_DIR = REPO_ROOT / "outputs" / "examples"
 #: Sampling settings of the published demo, and a CPU-sized version for the tiny models.
 OFFICIAL_SIZE = {"height": 320, "width": 480, "num_frames": 61, "num_inference_steps": 50}
-TINY_SIZE = {"height": 64, "width": 96, "num_frames": 9, "num_inference_steps": 3}
+TINY_SIZE = {"height": TINY_DEFAULTS["size"][1], "width": TINY_DEFAULTS["size"][0],
+             "num_frames": TINY_DEFAULTS["frames"], "num_inference_steps": TINY_DEFAULTS["steps"]}
 
 
 def argument_parser(description: str) -> argparse.ArgumentParser:
@@ -41,22 +37,16 @@ def parse_args(description: str) -> argparse.Namespace:
 def use_tiny(tiny: bool) -> bool:
     """Whether to run the tiny models: with ``--tiny``, or when the official DiT is not in ``CHECKPOINT_DIR``
     (then with ``dualcam generate``'s notice, before anything is loaded or downloaded)."""
-    if tiny:
-        reason = "--tiny was given."
-    elif local_official_dit(CHECKPOINT_DIR) is None:
-        reason = f"the official DualCamCtrl weights were not found in {CHECKPOINT_DIR}/."
-    else:
-        return False
-    print(TINY_NOTICE.format(reason=reason, checkpoint_dir=CHECKPOINT_DIR), file=sys.stderr)
-    return True
+    reason = setup.tiny_reason(tiny, CHECKPOINT_DIR)
+    if reason:
+        setup.print_tiny_notice(reason, CHECKPOINT_DIR)
+    return bool(reason)
 
 
 def load_pipeline(tiny: bool) -> tuple[DualCamCtrlPipeline, dict[str, int]]:
     """The official pipeline (DiT from checkpoints/, base models from PAI/Wan2.1-Fun-V1.1-1.3B-Control-Camera)
-    on the GPU in bfloat16, or the tiny one (see ``use_tiny``); with the matching sampling size."""
+    on the GPU in bfloat16 (``pipeline.setup``), or the tiny one (see ``use_tiny``); with the matching sampling size."""
     if use_tiny(tiny):
-        return tiny_pipeline(), TINY_SIZE
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch_dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    pipe = DualCamCtrlPipeline.from_pretrained(device=device, torch_dtype=torch_dtype, checkpoint_dir=CHECKPOINT_DIR)
-    return pipe, OFFICIAL_SIZE
+        return setup.load_pipeline(tiny=True), TINY_SIZE
+    device = setup.check_device("auto")
+    return setup.load_pipeline(tiny=False, device=device, checkpoint_dir=CHECKPOINT_DIR), OFFICIAL_SIZE

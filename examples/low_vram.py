@@ -5,23 +5,20 @@ branch and fusion modules are offloaded with it. Tiled VAE decoding (the default
 than keeping everything on the GPU: use it when the models do not fit."""
 import dataclasses
 
-import torch
 from common import CHECKPOINT_DIR, DEMO_DIR, OFFICIAL_SIZE, TINY_SIZE, parse_args, use_tiny
 from PIL import Image
 
 from diffsynth_dualcam.camera import CameraTrajectory
 from diffsynth_dualcam.pipeline import DualCamCtrlPipeline, official_model_configs
-from diffsynth_dualcam.testing import write_tiny_model_files
+from diffsynth_dualcam.pipeline.setup import check_device, inference_dtype, offload_fields
+from diffsynth_dualcam.pipeline.tiny import write_tiny_model_files
 
 args = parse_args(__doc__)
-device = "cuda" if torch.cuda.is_available() else "cpu"
-torch_dtype = torch.bfloat16 if device == "cuda" else torch.float32
-offload = {
-    "offload_device": "cpu", "offload_dtype": torch_dtype,  # where weights wait
-    "onload_device": "cpu", "onload_dtype": torch_dtype,  # where a model sits while its turn comes
-    "preparing_device": device, "preparing_dtype": torch_dtype,
-    "computation_device": device, "computation_dtype": torch_dtype,  # where each layer runs
-}
+device = check_device("auto")
+torch_dtype = inference_dtype(device)
+# Weights wait in CPU memory (offload_*), a model sits there while its turn comes (onload_*), and each layer runs on
+# the device (preparing_*, computation_*).
+offload = offload_fields(device, torch_dtype)
 if use_tiny(args.tiny):  # the same loading path with tiny model files written on the fly
     model_configs, tokenizer_config = write_tiny_model_files(args.out / "tiny_models")
     model_configs = [dataclasses.replace(config, **offload) for config in model_configs]

@@ -13,15 +13,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from PIL import Image
 
 from diffsynth_dualcam.camera import CameraTrajectory
-from diffsynth_dualcam.checkpoint_files import local_official_dit
 from diffsynth_dualcam.io import atomic_output
 from diffsynth_dualcam.pipeline import DualCamCtrlOutput, DualCamCtrlPipeline
-from diffsynth_dualcam.pipeline.cli import TINY_NOTICE
-from diffsynth_dualcam.testing import tiny_pipeline
+from diffsynth_dualcam.pipeline.setup import check_device, load_pipeline, print_tiny_notice, tiny_reason
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_DIR = REPO_ROOT / "demo_assets"
@@ -99,17 +96,11 @@ def overview(outputs: dict[str, DualCamCtrlOutput], columns: int = 4) -> Image.I
 
 def build_pipeline(checkpoint_dir: Path, force_tiny: bool) -> tuple[DualCamCtrlPipeline, DemoSettings]:
     """The official pipeline when its weights are in ``checkpoint_dir``, else the tiny one (with a notice)."""
-    if not force_tiny and local_official_dit(checkpoint_dir) is not None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        torch_dtype = torch.bfloat16 if device == "cuda" else torch.float32
-        return DualCamCtrlPipeline.from_pretrained(device=device, torch_dtype=torch_dtype,
-                                                   checkpoint_dir=checkpoint_dir), OFFICIAL_SETTINGS
-    if force_tiny:
-        reason = "--tiny was given."
-    else:
-        reason = f"the official DualCamCtrl weights were not found in {checkpoint_dir}/."
-    print(TINY_NOTICE.format(reason=reason, checkpoint_dir=checkpoint_dir), file=sys.stderr)
-    return tiny_pipeline(), TINY_SETTINGS
+    reason = tiny_reason(force_tiny, checkpoint_dir)
+    if not reason:
+        return load_pipeline(tiny=False, device=check_device("auto"), checkpoint_dir=checkpoint_dir), OFFICIAL_SETTINGS
+    print_tiny_notice(reason, checkpoint_dir)
+    return load_pipeline(tiny=True), TINY_SETTINGS
 
 
 def main(argv: list[str] | None = None) -> int:

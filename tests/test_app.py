@@ -445,8 +445,8 @@ def test_scene_preview_follows_the_camera_and_the_uploads(tmp_path, upload_root)
 
     from diffsynth_dualcam.app.scene import PreviewFolder
     from diffsynth_dualcam.app.ui import preview_scene
-    from diffsynth_dualcam.export3d import VIEWER_AXES
-    from diffsynth_dualcam.preview import lift_first_frame
+    from diffsynth_dualcam.export.export3d import VIEWER_AXES
+    from diffsynth_dualcam.export.preview import lift_first_frame
 
     folder = PreviewFolder(tmp_path / "scenes")
     image = _png(upload_root / "frame.png", size=(240, 160))
@@ -517,10 +517,10 @@ def test_page_builds_with_banner(tmp_path):
 
 def test_pipeline_generator_with_automatic_depth_writes_videos_and_point_cloud(tmp_path):
     from diffsynth_dualcam.app.generation import GenerationRequest, PipelineGenerator
-    from diffsynth_dualcam.depth import DepthEstimator
-    from diffsynth_dualcam.export3d import read_ply
+    from diffsynth_dualcam.export.export3d import read_ply
+    from diffsynth_dualcam.models.depth_estimator import DepthEstimator
     from diffsynth_dualcam.pipeline.inputs import prepare_image
-    from diffsynth_dualcam.testing import save_tiny_depth_anything, tiny_pipeline
+    from diffsynth_dualcam.pipeline.tiny import save_tiny_depth_anything, tiny_pipeline
 
     depth_model = tmp_path / "depth_model"
     save_tiny_depth_anything(depth_model)
@@ -586,9 +586,9 @@ def test_missing_depth_model_asks_for_a_depth_map(tmp_path):
 
 
 def test_app_command_falls_back_to_the_tiny_model_with_a_banner(tmp_path):
-    from diffsynth_dualcam.app.cli import load_generator
     from diffsynth_dualcam.cli import build_parser
-    from diffsynth_dualcam.testing import tiny_depth_estimator
+    from diffsynth_dualcam.cli.app import load_generator
+    from diffsynth_dualcam.pipeline.tiny import tiny_depth_estimator
 
     args = build_parser().parse_args(["app", "--checkpoint-dir", str(tmp_path), "--output-dir", str(tmp_path / "o"),
                                       "--device", "cpu"])
@@ -608,8 +608,8 @@ def test_app_command_falls_back_to_the_tiny_model_with_a_banner(tmp_path):
 
 
 def test_app_command_prints_the_attention_backend_and_compiles_on_request(tmp_path, capsys):
-    from diffsynth_dualcam.app.cli import load_generator
     from diffsynth_dualcam.cli import build_parser
+    from diffsynth_dualcam.cli.app import load_generator
     from diffsynth_dualcam.parallel.backend import attention_backend
 
     def compiled_blocks(pipe):
@@ -631,7 +631,7 @@ def test_app_command_prints_the_attention_backend_and_compiles_on_request(tmp_pa
 
 def test_pipeline_generator_chains_requests_longer_than_its_clip_length(tmp_path):
     from diffsynth_dualcam.app.generation import GenerationRequest, PipelineGenerator
-    from diffsynth_dualcam.testing import tiny_pipeline
+    from diffsynth_dualcam.pipeline.tiny import tiny_pipeline
 
     generator = PipelineGenerator(tiny_pipeline(), tmp_path / "runs", tiled=False, chunk_frames=5)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8))
@@ -646,3 +646,18 @@ def test_pipeline_generator_chains_requests_longer_than_its_clip_length(tmp_path
     params = json.loads((result.run_dir / "params.json").read_text())
     assert [clip["frames"] for clip in params["clips"]] == [[0, 4], [4, 8]]
     assert {path.name for path in result.downloads} >= {"video.mp4", "world.ply", "points.ply"}
+
+
+def test_app_out_option_keeps_output_dir_as_a_hidden_alias(tmp_path, capsys):
+    from pathlib import Path
+
+    from diffsynth_dualcam.cli import build_parser
+
+    parser = build_parser(["app"])
+    assert parser.parse_args(["app", "--out", str(tmp_path / "a")]).out == tmp_path / "a"
+    assert parser.parse_args(["app", "--output-dir", str(tmp_path / "b")]).out == tmp_path / "b"
+    assert parser.parse_args(["app"]).out == Path("outputs") / "app"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["app", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--out OUT" in help_text and "--output-dir" not in help_text

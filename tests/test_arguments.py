@@ -16,7 +16,8 @@ from diffsynth_dualcam.models.config import CONFIG_DEFAULTS, REQUIRED_KEYS, DiTC
 from diffsynth_dualcam.pipeline import DualCamCtrlPipeline
 from diffsynth_dualcam.pipeline.arguments import GenerationArguments, argument
 from diffsynth_dualcam.pipeline.inputs import check_number
-from diffsynth_dualcam.testing import tiny_pipeline
+from diffsynth_dualcam.pipeline.tiny import tiny_pipeline
+from diffsynth_dualcam.world import generate_long
 
 #: The pipeline call's arguments and defaults as they were written out by hand before they were declared once.
 HAND_WRITTEN_CALL = {
@@ -133,10 +134,10 @@ def test_a_new_argument_declared_once_reaches_the_signature_the_checker_the_unit
 def test_generate_long_forwards_the_declared_arguments_and_checks_them_first(grain_pipe):
     camera = CameraTrajectory.preset("pan_left", num_frames=9)
     with pytest.raises(ValueError, match="grain must be in"):
-        grain_pipe.generate_long(prompt="a", camera=camera, chunk_frames=5, grain=-1, **{**SMALL, "num_frames": 9})
+        generate_long(grain_pipe, prompt="a", camera=camera, chunk_frames=5, grain=-1, **{**SMALL, "num_frames": 9})
     grain_pipe.units[-1].seen.clear()
-    output = grain_pipe.generate_long(prompt="a", camera=camera, chunk_frames=5, grain=0.5,
-                                      **{**SMALL, "num_frames": 9})
+    output = generate_long(grain_pipe, prompt="a", camera=camera, chunk_frames=5, grain=0.5,
+                           **{**SMALL, "num_frames": 9})
     assert grain_pipe.units[-1].seen == [0.5, 0.5]  # every clip got it
     assert output.params["grain"] == 0.5 and [clip["frames"] for clip in output.params["clips"]] == [[0, 4], [4, 8]]
 

@@ -140,15 +140,15 @@ def snapshot(folder: Path) -> dict[str, bytes | None]:
                          ids=[" ".join(attack[0][-2:]) for attack in ATTACKS])
 def test_attack_is_refused_before_models_load(argv, code, message, unchanged, workspace, tmp_path, monkeypatch,
                                               capsys):
-    from diffsynth_dualcam import testing
-    from diffsynth_dualcam.pipeline import cli as generate_cli
+    from diffsynth_dualcam.cli import generate as generate_cli
+    from diffsynth_dualcam.pipeline import tiny
     from diffsynth_dualcam.pipeline.dualcam import DualCamCtrlPipeline
 
     def no_models(*args, **kwargs):
         pytest.fail("a model was loaded before the input was refused")
 
     for target, name in ((generate_cli, "build_pipeline"), (generate_cli, "load_depth_estimator"),
-                         (testing, "tiny_pipeline"), (DualCamCtrlPipeline, "from_pretrained")):
+                         (tiny, "tiny_pipeline"), (DualCamCtrlPipeline, "from_pretrained")):
         monkeypatch.setattr(target, name, no_models)
     monkeypatch.chdir(tmp_path)  # the default --out, outputs/generate, goes here
     argv = [arg.format(w=workspace) for arg in argv]
@@ -173,7 +173,7 @@ def test_attack_is_refused_before_models_load(argv, code, message, unchanged, wo
 ])
 def test_pipeline_call_refuses_unbounded_work_before_any_model_runs(arguments, message, monkeypatch):
     from diffsynth_dualcam.pipeline import units
-    from diffsynth_dualcam.testing import tiny_pipeline
+    from diffsynth_dualcam.pipeline.tiny import tiny_pipeline
 
     pipe = tiny_pipeline()
     for unit in pipe.units[1:]:  # only the input check may run
@@ -185,7 +185,7 @@ def test_pipeline_call_refuses_unbounded_work_before_any_model_runs(arguments, m
 
 
 def test_a_file_system_error_is_one_line_with_exit_code_1(monkeypatch, capsys):
-    from diffsynth_dualcam.pipeline import cli as generate_cli
+    from diffsynth_dualcam.cli import generate as generate_cli
 
     def full_disk(args):
         raise OSError(28, "No space left on device", "outputs/run/video.mp4")

@@ -63,7 +63,7 @@ def app_url(tmp_path_factory):
     """The app on the tiny pipeline and a tiny depth model, served from this process."""
     from diffsynth_dualcam.app.generation import PipelineGenerator
     from diffsynth_dualcam.app.ui import AppSettings, build_app, launch
-    from diffsynth_dualcam.testing import save_tiny_depth_anything, tiny_pipeline
+    from diffsynth_dualcam.pipeline.tiny import save_tiny_depth_anything, tiny_pipeline
 
     root = tmp_path_factory.mktemp("app")
     save_tiny_depth_anything(root / "depth_model")

@@ -5,9 +5,9 @@ import pytest
 import torch
 from diffsynth.diffusion import FlowMatchScheduler
 
-from diffsynth_dualcam.cache import StepCache, modulated_input
 from diffsynth_dualcam.models import DualCamCtrlDiT
-from diffsynth_dualcam.testing import tiny_dit_config
+from diffsynth_dualcam.models.step_cache import StepCache, modulated_input
+from diffsynth_dualcam.pipeline.tiny import tiny_dit_config
 
 STEPS = 12
 

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from diffsynth_dualcam.camera import CameraTrajectory
-from diffsynth_dualcam.camera import cli as trajectory_cli
 from diffsynth_dualcam.camera.plot import frustum_points, trajectory_figure
+from diffsynth_dualcam.cli import trajectory as trajectory_cli
 
 
 def run_trajectory(*argv: str) -> int:

@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from diffsynth_dualcam.camera import CameraTrajectory
+from diffsynth_dualcam.cli import generate as generate_cli
 from diffsynth_dualcam.cli import main
-from diffsynth_dualcam.depth import DepthEstimator
-from diffsynth_dualcam.pipeline import cli as generate_cli
+from diffsynth_dualcam.models.depth_estimator import DepthEstimator
 from diffsynth_dualcam.pipeline.inputs import prepare_image, prepare_trajectory
-from diffsynth_dualcam.testing import save_tiny_depth_anything, tiny_depth_estimator, tiny_model_source
+from diffsynth_dualcam.pipeline.tiny import save_tiny_depth_anything, tiny_depth_estimator, tiny_model_source
 
 
 @pytest.fixture(scope="module")

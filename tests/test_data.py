@@ -266,7 +266,7 @@ def test_dl3dv_layout_with_colmap_model(tmp_path):
 
 def test_prepare_data_writes_dl3dv_depth_and_reports_skipped_folders(tmp_path, capsys):
     from diffsynth_dualcam.cli import main
-    from diffsynth_dualcam.testing import save_tiny_depth_anything
+    from diffsynth_dualcam.pipeline.tiny import save_tiny_depth_anything
 
     model = save_tiny_depth_anything(tmp_path / "model")
     write_synthetic_dataset(tmp_path / "raw", num_clips=1, num_frames=5)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from diffsynth_dualcam.depth import DepthEstimator, disparity_to_uint8
-from diffsynth_dualcam.testing import save_tiny_depth_anything, tiny_depth_estimator
+from diffsynth_dualcam.models.depth_estimator import DepthEstimator, disparity_to_uint8
+from diffsynth_dualcam.pipeline.tiny import save_tiny_depth_anything, tiny_depth_estimator
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def hub(monkeypatch):
     """Patches transformers' loaders and the hub check; returns a function that makes a recorder for a cache."""
     import transformers
 
-    from diffsynth_dualcam import depth
+    from diffsynth_dualcam.models import depth_estimator as depth
 
     checks = []
 
@@ -173,7 +173,7 @@ def test_a_cached_hub_model_loads_without_asking_the_hub(hub, monkeypatch, tiny_
 def test_the_hub_check_makes_one_request_and_names_the_failure(monkeypatch):
     import huggingface_hub
 
-    from diffsynth_dualcam.depth import check_hub_reachable
+    from diffsynth_dualcam.models.depth_estimator import check_hub_reachable
 
     requests = []
 

@@ -20,7 +20,7 @@ from diffsynth_dualcam.models import DualCamCtrlDiT, tokens_to_volume, volume_to
 from diffsynth_dualcam.models.fusion import PointwiseConv3d
 from diffsynth_dualcam.parallel.backend import compile_dit
 from diffsynth_dualcam.pipeline import DualCamCtrlPipeline
-from diffsynth_dualcam.testing import tiny_dit_config, tiny_pipeline
+from diffsynth_dualcam.pipeline.tiny import tiny_dit_config, tiny_pipeline
 
 DEVICES = [
     pytest.param("cpu", id="cpu"),

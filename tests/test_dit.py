@@ -18,7 +18,7 @@ from diffsynth_dualcam.models import (
     StackFusion,
 )
 from diffsynth_dualcam.models.dit import ContiguousCrossAttention
-from diffsynth_dualcam.registry import OFFICIAL_HASH, config_hash
+from diffsynth_dualcam.models.registry import OFFICIAL_HASH, config_hash
 
 DUAL_KEYS = ("rgb_inject_blocks", "depth_inject_blocks", "control_block_index", "use_gate_3d_linear", "update",
              "text_len")

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from diffsynth_dualcam.camera import CameraTrajectory
-from diffsynth_dualcam.testing import tiny_model_source
+from diffsynth_dualcam.pipeline.tiny import tiny_model_source
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,7 +4,7 @@ import pytest
 from plyfile import PlyData
 from scipy.spatial.transform import Rotation
 
-from diffsynth_dualcam.export3d import (
+from diffsynth_dualcam.export.export3d import (
     PointCloud,
     disparity_to_depth,
     fit_scale_shift,
@@ -190,7 +190,7 @@ def test_export_refuses_runs_without_cameras(tmp_path, plane_scene):
     import json
 
     from diffsynth_dualcam.cli import main
-    from diffsynth_dualcam.export3d import export_run
+    from diffsynth_dualcam.export.export3d import export_run
 
     assert main(["export-3d", str(tmp_path / "missing")]) == 2
     _write_plane_run(tmp_path, plane_scene, with_input_depth=False)
@@ -218,7 +218,7 @@ def test_export_refuses_runs_without_cameras(tmp_path, plane_scene):
     ],
 )
 def test_bad_lift_options_are_refused_before_anything_is_written(tmp_path, plane_scene, options, message):
-    from diffsynth_dualcam.export3d import export_run
+    from diffsynth_dualcam.export.export3d import export_run
 
     rgb, disparity, c2w, _, _ = plane_scene
     with pytest.raises(ValueError, match=message):
@@ -251,7 +251,7 @@ def test_voxel_size_zero_keeps_every_point_and_none_merges(plane_scene):
 
 
 def test_damaged_run_files_are_named_in_a_value_error(tmp_path, plane_scene):
-    from diffsynth_dualcam.export3d import load_run
+    from diffsynth_dualcam.export.export3d import load_run
 
     _write_plane_run(tmp_path, plane_scene)
     not_an_image = tmp_path / "depth.txt"
@@ -264,7 +264,7 @@ def test_damaged_run_files_are_named_in_a_value_error(tmp_path, plane_scene):
 
 
 def test_exporting_a_run_again_replaces_its_points(tmp_path, plane_scene):
-    from diffsynth_dualcam.export3d import export_run
+    from diffsynth_dualcam.export.export3d import export_run
 
     _write_plane_run(tmp_path, plane_scene)
     for voxel_size in (0.0, 0.5):  # the second export has fewer points

@@ -12,7 +12,7 @@ from scipy.spatial.transform import Rotation
 
 from diffsynth_dualcam.camera import CameraTrajectory
 from diffsynth_dualcam.eval.render import SyntheticScene
-from diffsynth_dualcam.export3d import (
+from diffsynth_dualcam.export.export3d import (
     GAUSSIAN_OPACITY,
     GAUSSIAN_SIGMA_PER_FOOTPRINT,
     SEEN_DEPTH_TOLERANCE,
@@ -266,7 +266,7 @@ def test_export_command_writes_gaussians_of_a_run(tmp_path, room):
 
 def test_export_formats_combine_and_bad_ones_are_refused_before_writing(tmp_path, room, capsys):
     from diffsynth_dualcam.cli import main
-    from diffsynth_dualcam.export3d import export_run
+    from diffsynth_dualcam.export.export3d import export_run
 
     frames, disparity, trajectory = room
     _write_run(tmp_path / "run", frames[:2], disparity[:2], trajectory[:2])

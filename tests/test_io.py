@@ -62,7 +62,7 @@ def test_a_killed_writer_leaves_debris_that_the_next_write_removes(tmp_path):
     target = tmp_path / "step-5.safetensors"
     script = (
         "import sys, time\n"
-        "from diffsynth_dualcam.checkpoints import atomic_output\n"
+        "from diffsynth_dualcam.models.checkpoints import atomic_output\n"
         f"with atomic_output({str(target)!r}, keep_suffix=False) as temporary:\n"
         "    temporary.write_bytes(b'half a checkpoint')\n"
         "    print(temporary.name, flush=True)\n"

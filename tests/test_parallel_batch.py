@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from diffsynth_dualcam.cli import generate as generate_cli
 from diffsynth_dualcam.cli import main
-from diffsynth_dualcam.parallel.batch import (
+from diffsynth_dualcam.cli.batch import (
     clip_arguments,
     job_arguments,
     load_jobs,
     own_default_options,
     process_share,
 )
-from diffsynth_dualcam.pipeline import cli as generate_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

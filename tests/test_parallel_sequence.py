@@ -19,7 +19,6 @@ from diffsynth.core.vram.layers import enable_vram_management
 from diffsynth.diffusion import FlowMatchScheduler
 from diffsynth.models.model_loader import ModelPool
 
-from diffsynth_dualcam.cache import StepCache
 from diffsynth_dualcam.models import (
     DualCamCtrlDiT,
     LinearFusion,
@@ -28,10 +27,11 @@ from diffsynth_dualcam.models import (
     tokens_to_volume,
     volume_to_tokens,
 )
+from diffsynth_dualcam.models.registry import VRAM_MODULE_MAP
+from diffsynth_dualcam.models.step_cache import StepCache
 from diffsynth_dualcam.parallel import FrameShards, SequenceParallelState, init_distributed, xfuser_available
 from diffsynth_dualcam.parallel.sequence import fusion_halo
-from diffsynth_dualcam.registry import VRAM_MODULE_MAP
-from diffsynth_dualcam.testing import tiny_dit_config
+from diffsynth_dualcam.pipeline.tiny import tiny_dit_config
 
 WORLD_SIZE = 2
 #: Config overrides of the three fusion kinds, and the frames each side their convolutions read.
@@ -367,7 +367,7 @@ def test_xfuser_is_chosen_for_nccl_groups_also_when_the_weights_sit_on_the_cpu(
 def test_generate_cli_joins_the_process_group_of_its_device(tmp_path: Path, monkeypatch) -> None:
     """``--device cpu`` on a machine with GPUs still gives a gloo group: CPU tensors cannot go over NCCL."""
     from diffsynth_dualcam import parallel
-    from diffsynth_dualcam.pipeline import cli as generate_cli
+    from diffsynth_dualcam.cli import generate as generate_cli
 
     joined = []
 

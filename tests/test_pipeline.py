@@ -14,8 +14,8 @@ from diffsynth_dualcam.camera import CameraTrajectory, pack_plucker
 from diffsynth_dualcam.pipeline import DualCamCtrlPipeline
 from diffsynth_dualcam.pipeline.dualcam import DIRECT_MODEL_SOURCE
 from diffsynth_dualcam.pipeline.inputs import cover_resize, prepare_depth, prepare_image
+from diffsynth_dualcam.pipeline.tiny import tiny_model_source, tiny_pipeline
 from diffsynth_dualcam.pipeline.units import DualCamUnit_CfgMerger, DualCamUnit_ImageEmbedderVAE
-from diffsynth_dualcam.testing import tiny_model_source, tiny_pipeline
 
 HEIGHT, WIDTH, FRAMES, STEPS = 64, 96, 5, 2
 

@@ -13,11 +13,10 @@ from diffsynth.core.vram.layers import AutoTorchModule, AutoWrappedNonRecurseMod
 from PIL import Image
 from safetensors.torch import load_file
 
-from diffsynth_dualcam import compat
 from diffsynth_dualcam.camera import CameraTrajectory
-from diffsynth_dualcam.pipeline import DualCamCtrlPipeline
+from diffsynth_dualcam.pipeline import DualCamCtrlPipeline, compat
 from diffsynth_dualcam.pipeline.dualcam import BASE_MODEL_FILES, BASE_MODEL_ID, BASE_MODEL_LABELS, TOKENIZER_FILES
-from diffsynth_dualcam.testing import register_tiny_model_file, tiny_pipeline, write_tiny_model_files
+from diffsynth_dualcam.pipeline.tiny import register_tiny_model_file, tiny_pipeline, write_tiny_model_files
 
 
 def quiet(iterable):
@@ -186,8 +185,8 @@ def test_offload_switching_runs_on_cpu():
 
 
 def test_dit_weights_holding_nan_are_refused_at_load(model_files, tmp_path):
-    from diffsynth_dualcam.checkpoints import load_dit, save_dit
-    from diffsynth_dualcam.registry import register_checkpoint
+    from diffsynth_dualcam.models.checkpoints import load_dit, save_dit
+    from diffsynth_dualcam.models.registry import register_checkpoint
 
     configs, tokenizer_config = model_files
     dit = load_dit(configs[0].path)

@@ -14,11 +14,10 @@ from scipy.spatial.transform import Rotation
 
 from diffsynth_dualcam.camera import CameraTrajectory
 from diffsynth_dualcam.camera.plot import frustum_points
+from diffsynth_dualcam.cli import generate as generate_cli
 from diffsynth_dualcam.cli import main
-from diffsynth_dualcam.export3d import VIEWER_AXES, lift_frames
-from diffsynth_dualcam.pipeline import cli as generate_cli
-from diffsynth_dualcam.pipeline.inputs import prepare_depth, prepare_image, prepare_trajectory
-from diffsynth_dualcam.preview import (
+from diffsynth_dualcam.export.export3d import VIEWER_AXES, lift_frames
+from diffsynth_dualcam.export.preview import (
     MAX_SCENE_FRUSTA,
     MAX_SCENE_POINTS,
     PUBLISHED_STEP_RANGE,
@@ -32,6 +31,7 @@ from diffsynth_dualcam.preview import (
     shown_cameras,
     write_preview,
 )
+from diffsynth_dualcam.pipeline.inputs import prepare_depth, prepare_image, prepare_trajectory
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import path_scale  # noqa: E402
@@ -263,7 +263,7 @@ def test_trajectory_preset_writes_its_scene_beside_the_file(tmp_path, capsys):
     assert "the scene holds the cameras and their path only" in capsys.readouterr().err
     assert "points" not in load_scene(tmp_path / "bare.glb").geometry
     # --depth-model estimates the missing depth map (here the tiny random Depth Anything, saved as a local model).
-    from diffsynth_dualcam.testing import save_tiny_depth_anything, tiny_depth_estimator
+    from diffsynth_dualcam.pipeline.tiny import save_tiny_depth_anything, tiny_depth_estimator
 
     save_tiny_depth_anything(tmp_path / "depth_model")
     assert main(["trajectory", "preset", "orbit_left", "-o", str(tmp_path / "estimated.json"), "--image",

@@ -10,9 +10,9 @@ from safetensors.torch import save_file
 
 import diffsynth_dualcam
 from diffsynth_dualcam import DualCamCtrlDiT, register_checkpoint
-from diffsynth_dualcam.checkpoints import save_dit
 from diffsynth_dualcam.models import OFFICIAL_CONFIG, TINY_CONFIG
-from diffsynth_dualcam.registry import (
+from diffsynth_dualcam.models.checkpoints import save_dit
+from diffsynth_dualcam.models.registry import (
     CONFIG_METADATA_KEY,
     MODEL_CLASS,
     MODEL_NAME,
@@ -191,9 +191,9 @@ def test_same_layout_other_fusion_blocks_warns_and_the_latest_registration_loads
     path_first = save_dit(first, tmp_path / "first.safetensors")
     path_second = save_dit(second, tmp_path / "second.safetensors")
     assert register_checkpoint(path_first) == register_checkpoint(path_first)  # the same config: no warning
-    with pytest.warns(diffsynth_dualcam.registry.LayoutCollisionWarning, match=r"rgb_inject_blocks.*\[2, 3\]"):
+    with pytest.warns(diffsynth_dualcam.models.registry.LayoutCollisionWarning, match=r"rgb_inject_blocks.*\[2, 3\]"):
         register_checkpoint(path_second)
-    with pytest.warns(diffsynth_dualcam.registry.LayoutCollisionWarning, match=r"\[0, 1\]"):
+    with pytest.warns(diffsynth_dualcam.models.registry.LayoutCollisionWarning, match=r"\[0, 1\]"):
         register_checkpoint(path_first)
     pool = ModelPool()
     pool.auto_load_model(str(path_first), vram_config={**pool.default_vram_config(), **FLOAT32_ON_CPU})

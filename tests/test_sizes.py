@@ -13,7 +13,8 @@ from PIL import Image
 from diffsynth_dualcam.camera import CameraTrajectory
 from diffsynth_dualcam.cli import main
 from diffsynth_dualcam.pipeline.inputs import check_size, prepare_trajectory
-from diffsynth_dualcam.testing import tiny_pipeline
+from diffsynth_dualcam.pipeline.tiny import tiny_pipeline
+from diffsynth_dualcam.world import generate_long
 
 WIDTH, HEIGHT = 96, 64
 #: A 16:9 source, wider than the 3:2 output: cover-cropping scales it by HEIGHT / 90 and crops left and right.
@@ -93,8 +94,8 @@ def test_the_pipeline_call_generates_width_by_height(pipe, inputs):
 
 
 def test_the_chain_generates_width_by_height(pipe):
-    output = pipe.generate_long(prompt="a", t2v=True, camera=square_pixel_trajectory(9), width=WIDTH, height=HEIGHT,
-                                chunk_frames=5, **{**QUIET, "num_frames": 9})
+    output = generate_long(pipe, prompt="a", t2v=True, camera=square_pixel_trajectory(9), width=WIDTH,
+                           height=HEIGHT, chunk_frames=5, **{**QUIET, "num_frames": 9})
     assert len(output.video) == 9
     assert {frame.size for frame in output.video + output.depth_video} == {(WIDTH, HEIGHT)}
     assert (output.params["width"], output.params["height"]) == (WIDTH, HEIGHT)
@@ -130,7 +131,7 @@ def test_a_batch_file_size_is_width_height(tmp_path):
 
 
 def test_the_preview_lifts_the_first_frame_at_width_by_height(inputs, tmp_path, monkeypatch):
-    import diffsynth_dualcam.preview as preview
+    import diffsynth_dualcam.export.preview as preview
 
     seen = []
     write_preview = preview.write_preview

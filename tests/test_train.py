@@ -12,7 +12,7 @@ import yaml
 
 from diffsynth_dualcam.data import RealEstate10KDataset
 from diffsynth_dualcam.data.synthetic import write_synthetic_dataset
-from diffsynth_dualcam.testing import tiny_dit_config, tiny_pipeline
+from diffsynth_dualcam.pipeline.tiny import tiny_dit_config, tiny_pipeline
 from diffsynth_dualcam.train import DualCamTrainingModule, dit_for_stage, drop_topk_mse, load_config, merged_dit
 from diffsynth_dualcam.train.distributed import ClippingAccelerator, check_distributed_setup
 from diffsynth_dualcam.train.losses import dual_flow_matching_loss
@@ -270,7 +270,7 @@ def test_distributed_setup_check():
 def test_train_refuses_zero3_before_building_anything(tmp_path, monkeypatch, capsys):
     from accelerate.utils import DeepSpeedPlugin
 
-    import diffsynth_dualcam.train.cli as train_cli
+    import diffsynth_dualcam.train.stage as train_stage
     from diffsynth_dualcam.cli import main
 
     def zero3_accelerator(**options) -> ClippingAccelerator:
@@ -278,7 +278,7 @@ def test_train_refuses_zero3_before_building_anything(tmp_path, monkeypatch, cap
         accelerator.state = SimpleNamespace(deepspeed_plugin=DeepSpeedPlugin(zero_stage=3, gradient_clipping=1.0))
         return accelerator
 
-    monkeypatch.setattr(train_cli, "ClippingAccelerator", zero3_accelerator)
+    monkeypatch.setattr(train_stage, "ClippingAccelerator", zero3_accelerator)
     write_synthetic_dataset(tmp_path / "data", num_clips=1)
     config = tmp_path / "zero3.yaml"
     # Small enough that, were the check missing, the run would end quickly (and the test fail).
@@ -363,7 +363,7 @@ def test_bf16_autocast_with_offloaded_gradient_checkpointing(encoded):
 def test_a_validation_depth_map_of_another_frame_is_refused_at_start_up(tmp_path):
     from PIL import Image
 
-    from diffsynth_dualcam.train.cli import validation_inputs
+    from diffsynth_dualcam.train.stage import validation_inputs
 
     Image.new("RGB", (480, 320)).save(tmp_path / "image.png")
     Image.new("L", (320, 480)).save(tmp_path / "depth.png")
@@ -378,7 +378,7 @@ def test_a_validation_depth_map_of_another_frame_is_refused_at_start_up(tmp_path
 
 
 def test_tiny_seed_builds_without_the_wan_files_and_mixed_precision_no_is_accepted(tmp_path):
-    from diffsynth_dualcam.train.cli import build_pipeline
+    from diffsynth_dualcam.train.stage import stage_pipeline as build_pipeline
 
     # The stage-1 example names Wan files that do not exist here; a bare `no` is YAML for false.
     config = load_config(EXAMPLES / "stage1_decoupled.yaml",
@@ -404,3 +404,16 @@ def test_the_tiny_example_config_runs_as_documented(tmp_path, monkeypatch):
     run = tmp_path / "runs" / "tiny"
     assert (run / "step-2.safetensors").is_file() and (run / "validation" / "step-2" / "video.mp4").is_file()
     assert len((run / "loss.csv").read_text().splitlines()) == 1 + 2 * 4
+
+
+def test_train_out_option_replaces_the_configs_output_dir(tmp_path):
+    from diffsynth_dualcam.cli import build_parser
+    from diffsynth_dualcam.cli.train import load_run_config
+
+    config = Path(__file__).resolve().parents[1] / "examples" / "train" / "tiny.yaml"
+    parser = build_parser(["train"])
+    assert load_run_config(parser.parse_args(["train", "--config", str(config)])).train.output_dir == "runs/tiny"
+    out = tmp_path / "a: b #c"  # YAML would read this unquoted as a mapping and a comment
+    args = parser.parse_args(["train", "--config", str(config), "--set", "train.max_steps=3", "--out", str(out)])
+    loaded = load_run_config(args)
+    assert loaded.train.output_dir == str(out) and loaded.train.max_steps == 3

@@ -11,11 +11,11 @@ from PIL import Image
 from safetensors import safe_open
 
 from diffsynth_dualcam.camera import CameraTrajectory
-from diffsynth_dualcam.checkpoints import load_dit
 from diffsynth_dualcam.cli import main
 from diffsynth_dualcam.data.synthetic import write_synthetic_dataset
+from diffsynth_dualcam.models.checkpoints import load_dit
 from diffsynth_dualcam.train import load_config
-from diffsynth_dualcam.train.cli import build_pipeline
+from diffsynth_dualcam.train.stage import stage_pipeline as build_pipeline
 
 FROZEN_BY_BLOCKS = ("patch_embedding.", "text_embedding.", "time_embedding.", "time_projection.", "head.",
                     "img_emb.", "control_adapter.")
@@ -49,7 +49,7 @@ def test_two_stages_then_generate(tmp_path, capsys):
 
     from diffsynth_dualcam import register_checkpoint
     from diffsynth_dualcam.pipeline import DualCamCtrlPipeline
-    from diffsynth_dualcam.testing import tiny_dit_config, tiny_pipeline, write_tiny_model_files
+    from diffsynth_dualcam.pipeline.tiny import tiny_dit_config, tiny_pipeline, write_tiny_model_files
 
     data_root = tmp_path / "data"
     write_synthetic_dataset(data_root, num_clips=3, num_frames=9, width=96, height=64)

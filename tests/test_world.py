@@ -13,9 +13,9 @@ from scipy.spatial.transform import Rotation
 
 from diffsynth_dualcam.camera import CameraTrajectory
 from diffsynth_dualcam.eval.render import SyntheticScene
-from diffsynth_dualcam.export3d import disparity_to_depth, load_run, read_ply, unproject
+from diffsynth_dualcam.export.export3d import disparity_to_depth, load_run, read_ply, unproject
 from diffsynth_dualcam.pipeline.inputs import prepare_trajectory
-from diffsynth_dualcam.world import WorldCache, clip_ranges, generate_chained, robust_scale_shift
+from diffsynth_dualcam.world import WorldCache, clip_ranges, generate_chained, generate_long, robust_scale_shift
 
 NEAR, FAR = 1.0, 10.0
 WIDTH, HEIGHT = 128, 96
@@ -327,7 +327,7 @@ def test_cli_chains_a_long_preset_resumes_after_an_interruption_and_writes_a_rea
 
 
 def test_text_to_video_chains_from_the_first_clips_last_frame(tmp_path):
-    from diffsynth_dualcam.testing import tiny_pipeline
+    from diffsynth_dualcam.pipeline.tiny import tiny_pipeline
 
     pipe = tiny_pipeline()
     bars = []
@@ -336,9 +336,9 @@ def test_text_to_video_chains_from_the_first_clips_last_frame(tmp_path):
         bars.append(len(steps))
         return steps
 
-    output = pipe.generate_long(prompt="a street", t2v=True, camera=CameraTrajectory.preset("pan_left", num_frames=9),
-                                height=48, width=64, num_frames=9, chunk_frames=5, num_inference_steps=2, seed=7,
-                                progress_bar_cmd=progress)
+    output = generate_long(
+        pipe, prompt="a street", t2v=True, camera=CameraTrajectory.preset("pan_left", num_frames=9), height=48,
+        width=64, num_frames=9, chunk_frames=5, num_inference_steps=2, seed=7, progress_bar_cmd=progress)
     assert bars == [4]  # one bar over both clips' steps
     assert [clip["generation"]["t2v"] for clip in output.params["clips"]] == [True, False]
     assert output.params["clips"][0]["depth_alignment"]["reference"] == "generated (no input depth map)"

@@ -1,5 +1,6 @@
+"""`python -m diffsynth_dualcam.app`: the same as `dualcam app` (an entry point: run, never imported)."""
 import sys
 
-from .cli import main
+from diffsynth_dualcam.cli import main
 
-sys.exit(main())
+sys.exit(main(["app", *sys.argv[1:]]))

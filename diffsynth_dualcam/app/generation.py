@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Protocol
 from PIL import Image
 
 from ..camera import CameraTrajectory
-from ..depth import DEFAULT_DEPTH_MODEL, DepthEstimator
-from ..export3d import INPUT_DEPTH_FILE, VIEWER_AXES, PointCloud, export_run, read_ply, write_ply
-from ..preview import write_scene
+from ..export.export3d import INPUT_DEPTH_FILE, VIEWER_AXES, PointCloud, export_run, read_ply, write_ply
+from ..export.preview import write_scene
+from ..models.depth_estimator import DEFAULT_DEPTH_MODEL, DepthEstimator
 
 if TYPE_CHECKING:
     from ..pipeline import DualCamCtrlPipeline
@@ -54,7 +54,7 @@ class GenerationResult:
     `point_cloud` is the lifted cloud in y-up viewer axes (`points.ply` among the downloads keeps the cameras' OpenCV
     axes), None when the 3D export was not possible (see `notes`).
     `input_depth` is the first frame's depth map as conditioned on (uploaded or estimated, at the output size).
-    `scene` is the generated point cloud with the cameras as a .glb (``diffsynth_dualcam.preview``), None if not made.
+    `scene` is the generated point cloud with the cameras as a .glb (``export.preview``), None if not made.
     """
 
     run_dir: Path
@@ -102,18 +102,17 @@ class PipelineGenerator:
         self.depth_model = depth_model
         self.fps = fps
         self.tiled = tiled
-        #: Requests of more frames are generated as chained clips of this length (``pipe.generate_long``).
+        #: Requests of more frames are generated as chained clips of this length (``world.generate_long``).
         self.chunk_frames = chunk_frames
 
     def load_depth_estimator(self) -> DepthEstimator:
         """The automatic depth model; a ValueError saying what to do when it cannot be loaded."""
-        try:
-            return DepthEstimator.from_pretrained(self.depth_model, device=self.pipe.device)
-        except OSError as error:
-            raise ValueError(
-                f"no depth map was uploaded and the depth model {self.depth_model!r} could not be loaded "
-                f"({error}); upload a depth map or start the app with --depth-model pointing to a local copy"
-            ) from error
+        from ..pipeline.setup import load_depth_estimator
+
+        return load_depth_estimator(
+            self.depth_model, tiny=False, device=self.pipe.device, why="no depth map was uploaded and ",
+            remedy="upload a depth map or start the app with --depth-model pointing to a local copy",
+        )
 
     def __call__(self, request: GenerationRequest, progress_bar_cmd: ProgressBar) -> GenerationResult:
         """Generate, save the run folder, export the point cloud; the depth model is loaded when first needed."""
@@ -127,7 +126,9 @@ class PipelineGenerator:
             resample_camera=request.resample_camera,
         )
         if request.num_frames > self.chunk_frames:
-            output = self.pipe.generate_long(**arguments, chunk_frames=self.chunk_frames)
+            from ..world import generate_long
+
+            output = generate_long(self.pipe, **arguments, chunk_frames=self.chunk_frames)
         else:
             output = self.pipe(**arguments)
         self.output_root.mkdir(parents=True, exist_ok=True)

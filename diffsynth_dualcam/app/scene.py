@@ -1,6 +1,6 @@
 """The camera panel's 3D view: the page's camera path in the scene of its first frame, before generating.
 
-The scene is the one ``dualcam generate --preview-only`` writes (``diffsynth_dualcam.preview``): the uploads and the
+The scene is the one ``dualcam generate --preview-only`` writes (``export.preview``): the uploads and the
 camera are prepared as the generation prepares them (output size, path stretched over the frame count, intrinsics
 cover-cropped), and no model runs, so a first frame without a depth map shows the cameras only.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 from PIL import Image
 
 from ..camera import CameraTrajectory
+from ..export.preview import write_preview
 from ..pipeline.inputs import check_same_aspect, check_size, prepare_depth, prepare_image, prepare_trajectory
-from ..preview import write_preview
 from .uploads import UploadError, load_image_upload
 
 #: Preview scenes older than this are removed (Gradio has copied each into its cache when the handler returned).

@@ -5,7 +5,6 @@ Handlers are plain functions of the widget values, raising :class:`gradio.Error`
 """
 from __future__ import annotations
 
-import math
 import tempfile
 from dataclasses import dataclass
 from functools import partial
@@ -15,6 +14,7 @@ import gradio as gr
 from PIL import Image
 
 from ..camera import CameraTrajectory
+from ..camera.trajectory import fov_intrinsics
 from ..pipeline.inputs import fit_trajectory_length
 from .generation import Generate, GenerationRequest, GenerationResult
 from .keyframes import KEYFRAME_COLUMNS, keyframes_to_trajectory
@@ -51,10 +51,7 @@ class AppSettings:
 
 def keyframe_intrinsics(field_of_view: float, *, width: int, height: int) -> list[float]:
     """Normalised (fx, fy, cx, cy) of a centred pinhole camera with horizontal `field_of_view` degrees."""
-    if not 0 < field_of_view < 180:
-        raise ValueError(f"field of view must be between 0 and 180 degrees, got {field_of_view}")
-    focal_x = 0.5 / math.tan(math.radians(field_of_view) / 2)
-    return [focal_x, focal_x * width / height, 0.5, 0.5]
+    return fov_intrinsics(field_of_view, width, height).tolist()
 
 
 def build_camera(

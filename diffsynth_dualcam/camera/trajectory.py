@@ -1,6 +1,7 @@
 """`CameraTrajectory`: per-frame camera poses and normalised intrinsics, in one convention."""
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,22 @@ ROTATION_TOLERANCE = 1e-3
 BOTTOM_ROW_TOLERANCE = 1e-6
 #: |det| of a world-to-camera rotation block below which it is treated as singular.
 SINGULAR_TOLERANCE = 1e-9
+#: Relative difference up to which two image sizes count as the same aspect ratio (rounding of resized frames).
+ASPECT_TOLERANCE = 0.01
+
+
+def fov_intrinsics(fov_deg: float, width: int, height: int) -> np.ndarray:
+    """Normalised (fx, fy, cx, cy) of a centred pinhole with square pixels and horizontal field of view ``fov_deg``
+    degrees on a ``width`` x ``height`` image."""
+    if not 0 < fov_deg < 180:
+        raise ValueError(f"field of view must be between 0 and 180 degrees, got {fov_deg}")
+    fx = 0.5 / math.tan(math.radians(fov_deg) / 2)
+    return np.array([fx, fx * width / height, 0.5, 0.5])
+
+
+def aspects_differ(size: tuple[int, int], other: tuple[int, int]) -> bool:
+    """Whether two (width, height) sizes differ in aspect ratio by more than :data:`ASPECT_TOLERANCE`."""
+    return abs((other[0] / other[1]) / (size[0] / size[1]) - 1.0) > ASPECT_TOLERANCE
 # RealEstate10K normalises intrinsics by its 16:9 frames; the published clips are 640x360.
 REALESTATE10K_FRAME_SIZE = (640, 360)
 
@@ -149,6 +166,17 @@ class CameraTrajectory:
             raise ValueError(f"trajectory has {len(self)} frames but {num_frames} were requested; "
                              f"use resampled({num_frames}) to stretch it to that length")
         return self[:num_frames]
+
+    def fitted(self, num_frames: int, resample: bool, too_short: str) -> CameraTrajectory:
+        """``num_frames`` cameras: the first ones (the recorded pace), or with ``resample`` the whole path stretched
+        over them. A shorter path that is not resampled is refused with the message ``too_short``."""
+        if len(self) == num_frames:
+            return self
+        if resample:
+            return self.resampled(num_frames)
+        if len(self) < num_frames:
+            raise ValueError(too_short)
+        return self.take(num_frames)
 
     # ---- geometry -----------------------------------------------------------------------------------------------
 

@@ -10,14 +10,13 @@ import numpy as np
 import torch
 
 from ..camera import CameraTrajectory, pack_plucker
+from ..camera.trajectory import aspects_differ
 from .frames import FrameSource
 from .transforms import cover_crop_frames, mirror_trajectory, sample_clip_indices
 
 #: Captions file name: in the dataset folder ``{clip name: caption}``; in a clip folder, as published,
 #: ``{frame index: caption}`` (a caption every 60 frames, e.g. ``{"0": "...", "60": "..."}``).
 CAPTIONS_FILE = "captions.json"
-#: Largest relative difference between the RGB and depth aspect ratios (both are cover-cropped the same way).
-ASPECT_TOLERANCE = 0.01
 
 
 @dataclass
@@ -82,9 +81,7 @@ def aspect_mismatch(rgb_shape: tuple[int, ...], depth_shape: tuple[int, ...]) ->
     Both are scaled to cover the training size and centre-cropped, so depth of another aspect ratio would be
     cropped differently from the RGB frames and no longer line up with them.
     """
-    rgb_aspect = rgb_shape[2] / rgb_shape[1]
-    depth_aspect = depth_shape[2] / depth_shape[1]
-    if abs(depth_aspect / rgb_aspect - 1.0) <= ASPECT_TOLERANCE:
+    if not aspects_differ((rgb_shape[2], rgb_shape[1]), (depth_shape[2], depth_shape[1])):
         return None
     return (f"depth frames are {depth_shape[2]}x{depth_shape[1]}, RGB frames {rgb_shape[2]}x{rgb_shape[1]}: "
             "the aspect ratios differ")

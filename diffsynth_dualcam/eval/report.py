@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from tqdm.auto import tqdm
 
 from diffsynth_dualcam.camera import CameraTrajectory
 from diffsynth_dualcam.camera.formats import format_for_path
+from diffsynth_dualcam.camera.trajectory import fov_intrinsics
 from diffsynth_dualcam.data.frames import IMAGE_SUFFIXES, VIDEO_SUFFIXES, FrameSource
 from diffsynth_dualcam.eval.metrics import CONVENTIONS, NORMALIZATIONS, Normalization, camera_errors
 from diffsynth_dualcam.eval.plot import plot_comparison
@@ -139,12 +139,6 @@ def find_clip_pairs(
     return [pairs[name] for name in sorted(pairs)], unmatched
 
 
-def fov_intrinsics(fov_deg: float, width: int, height: int) -> np.ndarray:
-    """Normalised (fx, fy, cx, cy) of a centred pinhole with square pixels and horizontal field of view fov_deg."""
-    fx = 0.5 / math.tan(math.radians(fov_deg) / 2)
-    return np.array([fx, fx * width / height, 0.5, 0.5])
-
-
 def reference_for_video(
     trajectory: CameraTrajectory,
     num_frames: int,
@@ -158,16 +152,10 @@ def reference_for_video(
     without it (generation's default) the first ``num_frames`` frames.
     Intrinsics come from ``fov`` when given, else are cover-cropped from the
     trajectory's source size to the video size (or kept when the source size is unknown)."""
-    if len(trajectory) != num_frames:
-        if resample:
-            trajectory = trajectory.resampled(num_frames)
-        elif len(trajectory) > num_frames:
-            trajectory = trajectory[:num_frames]
-        else:
-            raise ValueError(
-                f"trajectory has {len(trajectory)} frames but the video has {num_frames}; "
-                "resample it to stretch the trajectory over the video"
-            )
+    trajectory = trajectory.fitted(num_frames, resample, too_short=(
+        f"trajectory has {len(trajectory)} frames but the video has {num_frames}; resample it to stretch the "
+        "trajectory over the video"
+    ))
     if fov is not None:
         intrinsics = np.tile(fov_intrinsics(fov, width, height), (num_frames, 1))
         return CameraTrajectory(trajectory.c2w, intrinsics, (width, height))
@@ -189,7 +177,7 @@ def _median_or_none(values: list[float]) -> float | None:
     return float(np.median(values)) if values else None
 
 
-def prepare_clip(pair: ClipPair, settings: EvalSettings) -> tuple[FrameSource, CameraTrajectory, CameraTrajectory]:
+def open_clip_pair(pair: ClipPair, settings: EvalSettings) -> tuple[FrameSource, CameraTrajectory, CameraTrajectory]:
     """Open the clip's video and load its trajectory: (frame source, trajectory as loaded, reference for the video).
     Raises a ValueError naming the clip when the video cannot be read, the lengths cannot be matched, or the
     reference's intrinsics change over the clip (a zoom: SfM here solves for one fixed camera)."""
@@ -221,7 +209,7 @@ def evaluate_clip(
     median over trials in ``trial_median``; each trial also records the normalisation's ``alignment``. Returns the
     clip's JSON record; with ``plot_path``, also plots the trial with the median RotErr.
     """
-    source, requested, reference = prepare_clip(pair, settings)
+    source, requested, reference = open_clip_pair(pair, settings)
     indices = _frame_indices(len(source), settings)
     frames = source.read(indices)
     reference = CameraTrajectory(reference.c2w[indices], reference.intrinsics[indices], reference.source_size)
@@ -311,7 +299,7 @@ def evaluate_folder(
     ``trajectories_dir`` (see ``find_clip_pairs``); returns the full report."""
     pairs, unmatched = find_clip_pairs(videos_dir, trajectories_dir)
     for pair in pairs:  # fail on a malformed trajectory or an unreadable video before hours of SfM
-        prepare_clip(pair, settings)
+        open_clip_pair(pair, settings)
     clips = []
     with tqdm(total=len(pairs) * settings.trials, desc="eval (SfM trials)", unit="trial", disable=not progress) as bar:
         for pair in pairs:

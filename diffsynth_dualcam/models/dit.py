@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -22,7 +22,7 @@ from .config import DiTConfig, normalize_config
 from .fusion import Grid, LinearFusion, SigmaFusion, StackFusion, volume_to_tokens
 
 if TYPE_CHECKING:
-    from ..cache import StepCache
+    from .step_cache import StepCache
 
 
 def _check_block_list(
@@ -221,7 +221,7 @@ class DualCamCtrlDiT(WanModel):
 
         ``y`` / ``depth_y`` are the first-frame conditioning latents of each branch, ``camera_latents`` packed
         Plücker maps, or ``camera_embedding`` their cached ``embed_camera`` tokens. ``step_cache`` may replace
-        the block stack of both branches by its cached residuals (``diffsynth_dualcam.cache``).
+        the block stack of both branches by its cached residuals (``diffsynth_dualcam.models.step_cache``).
 
         Every input has batch B or 1; batch 1 is shared by all B samples. Guidance in one call gives the
         latents, conditioning and timestep once and only the contexts twice: what precedes the first
@@ -313,3 +313,12 @@ DualCamCtrlDiT.__init__.__signature__ = inspect.Signature(
     [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *DiTConfig.signature().parameters.values()],
     return_annotation=None,
 )
+
+
+def empty_dit(config: Mapping[str, Any]) -> DualCamCtrlDiT:
+    """A ``DualCamCtrlDiT(**config)`` whose parameters are on the meta device (no memory, no initialisation): its
+    layout, or a model to load weights into with ``load_state_dict(..., assign=True)``."""
+    from diffsynth.core.vram.initialization import skip_model_initialization
+
+    with skip_model_initialization():
+        return DualCamCtrlDiT(**config)

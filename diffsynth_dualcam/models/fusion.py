@@ -52,6 +52,15 @@ def _pointwise(in_channels: int, out_channels: int) -> PointwiseConv3d:
     return PointwiseConv3d(in_channels, out_channels)
 
 
+def _embed_and_merge(
+    fusion: nn.Module, rgb: torch.Tensor, depth: torch.Tensor, grid: Grid
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The RGB volume, and both streams embedded (``main_embed``, ``control_embed``) and merged by ``fuse_pw1``."""
+    x = tokens_to_volume(rgb, grid)
+    r = tokens_to_volume(depth, grid)
+    return x, F.silu(fusion.fuse_pw1(torch.cat([fusion.main_embed(x), fusion.control_embed(r)], dim=1)))
+
+
 class SigmaFusion(nn.Module):
     """Gated 3D-convolution fusion of the RGB tokens with the other stream's tokens.
 
@@ -77,9 +86,7 @@ class SigmaFusion(nn.Module):
 
     def forward(self, rgb: torch.Tensor, depth: torch.Tensor, grid: Grid) -> torch.Tensor:
         """Residual tokens [B, f*h*w, C] computed from the RGB tokens and the depth tokens."""
-        x = tokens_to_volume(rgb, grid)
-        r = tokens_to_volume(depth, grid)
-        z = F.silu(self.fuse_pw1(torch.cat([self.main_embed(x), self.control_embed(r)], dim=1)))
+        x, z = _embed_and_merge(self, rgb, depth, grid)
         for conv in self.fuse_temporal:
             z = conv(z)
         z = self.fuse_pw2(F.silu(z))
@@ -134,9 +141,7 @@ class StackFusion(nn.Module):
 
     def forward(self, rgb: torch.Tensor, depth: torch.Tensor, grid: Grid) -> torch.Tensor:
         """Residual tokens [B, f*h*w, C] computed from the RGB tokens and the depth tokens."""
-        x = tokens_to_volume(rgb, grid)
-        r = tokens_to_volume(depth, grid)
-        z = F.silu(self.fuse_pw1(torch.cat([self.main_embed(x), self.control_embed(r)], dim=1)))
+        x, z = _embed_and_merge(self, rgb, depth, grid)
         for block in self.blocks:
             z = block(z)
         return volume_to_tokens(self.proj_out(x + self.fuse_pw2(F.silu(z))))

@@ -1,4 +1,5 @@
-"""Multi-process inference: sequence parallel DiT (one video over many GPUs) and data-parallel batch generation."""
+"""Multi-process inference: the sequence parallel DiT (one video over many GPUs) and the process set-up that batch
+generation (``cli.batch``) shares with it."""
 from .comm import FrameShards
 from .sequence import (
     SequenceParallelState,

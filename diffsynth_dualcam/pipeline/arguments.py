@@ -83,7 +83,7 @@ class GenerationArguments:
             for none).
         t2v: text-to-video: no image, zero conditioning latents, CLIP of a black image.
         step_cache_threshold: skip the DiT blocks of steps whose modulated input changed less than this in
-            total since the last computed step (``diffsynth_dualcam.cache.StepCache``); None computes all.
+            total since the last computed step (``diffsynth_dualcam.models.step_cache.StepCache``); None computes all.
     """
 
     #: Fields that live in the positive / negative guidance inputs (DiffSynth's units read them there).

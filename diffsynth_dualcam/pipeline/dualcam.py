@@ -18,14 +18,13 @@ from diffsynth.diffusion.base_pipeline import BasePipeline
 from diffsynth.models.wan_video_text_encoder import HuggingfaceTokenizer
 from PIL import Image
 
-from ..cache import StepCache
 from ..camera import CameraTrajectory
-from ..compat import patch_torch_cpu
 from ..models import DualCamCtrlDiT
-from ..registry import register_checkpoint
+from ..models.registry import register_checkpoint
+from ..models.step_cache import StepCache
 from . import units
 from .arguments import GenerationArguments
-from .inputs import image_digest  # noqa: F401  (part of this module's interface)
+from .compat import patch_torch_cpu
 from .output import DualCamCtrlOutput
 
 patch_torch_cpu()
@@ -63,7 +62,7 @@ def official_model_configs(
     """``ModelConfig``s of the official setup: the DiT (``dit_path``, else the official one from ``checkpoint_dir``,
     converted from the released ``.pt`` if needed) and the umT5 / VAE / CLIP files of ``BASE_MODEL_ID``.
     ``offload`` goes to every ``ModelConfig`` (``offload_device``, ``offload_dtype``, ...)."""
-    from ..checkpoints import official_dit_path
+    from ..models.checkpoints import official_dit_path
 
     dit_path = official_dit_path(checkpoint_dir) if dit_path is None else dit_path
     register_checkpoint(dit_path)
@@ -234,7 +233,7 @@ class DualCamCtrlPipeline(BasePipeline):
                 )
             setattr(pipe, attribute, model)
             model_source[attribute] = absolute_paths(model_pool.model_path[model_pool.model_name.index(model_name)])
-        from ..checkpoints import check_finite_weights
+        from ..models.checkpoints import check_finite_weights
 
         check_finite_weights(pipe.dit.state_dict().items(), f"the DiT {model_source['dit']}")
         pipe.tokenizer = HuggingfaceTokenizer(name=tokenizer_config.path, seq_len=TOKENIZER_LENGTH, clean="whitespace")
@@ -289,15 +288,6 @@ class DualCamCtrlPipeline(BasePipeline):
             input_image=inputs_shared["input_image"], input_depth=inputs_shared["input_depth"],
             camera_tensor=camera_tensor,
         )
-
-    def generate_long(self, prompt: str, **kwargs: Any) -> Any:
-        """Generate a camera path longer than one clip as chained clips over a world cache; returns a
-        ``ChainedOutput`` whose ``save`` writes the run folder with ``world.ply``. Arguments: the pipeline call's,
-        plus ``chunk_frames`` (clip length, 4k+1, default 61) and ``resume_dir`` (see
-        ``diffsynth_dualcam.world.long.generate_long``)."""
-        from ..world.long import generate_long
-
-        return generate_long(self, prompt, **kwargs)
 
     def guided_velocity(
         self,

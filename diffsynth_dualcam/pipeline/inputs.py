@@ -16,6 +16,7 @@ from PIL import Image
 
 from .. import limits
 from ..camera import CameraTrajectory
+from ..camera.trajectory import ASPECT_TOLERANCE
 
 if TYPE_CHECKING:  # the argument checks here run before torch loads
     import torch
@@ -207,7 +208,6 @@ def check_image(name: str, image: object) -> Image.Image:
 
 
 #: Largest relative difference of the image's and the depth map's aspect ratios (rounding of a resized map).
-ASPECT_TOLERANCE = 0.01
 
 
 def check_same_aspect(image: Image.Image, depth: Image.Image, *, width: int, height: int) -> None:
@@ -262,24 +262,17 @@ def fit_trajectory_length(camera: CameraTrajectory, num_frames: int, resample: b
     stretched over them. A path with fewer cameras than asked is refused unless ``resample``."""
     if len(camera) == 0:
         raise ValueError("camera trajectory is empty")
-    if len(camera) == num_frames:
-        return camera
-    if not resample:
-        if len(camera) < num_frames:
-            shorter = largest_clip_length(len(camera))
-            fewer = f"ask for at most {shorter} frames, or " if shorter >= 1 else ""
-            raise ValueError(
-                f"camera trajectory has {len(camera)} frames, num_frames={num_frames} are needed: the path is "
-                f"followed frame by frame; {fewer}stretch it over the video with resample_camera "
-                "(--resample-camera on the command line)"
-            )
-        return camera.take(num_frames)
-    if len(camera) < 2:
+    if resample and len(camera) < 2 and len(camera) != num_frames:
         raise ValueError(
             f"camera trajectory has {len(camera)} frame; at least 2 are needed to resample it to "
             f"num_frames={num_frames}"
         )
-    return camera.resampled(num_frames)
+    shorter = largest_clip_length(len(camera))
+    fewer = f"ask for at most {shorter} frames, or " if shorter >= 1 else ""
+    return camera.fitted(num_frames, resample, too_short=(
+        f"camera trajectory has {len(camera)} frames, num_frames={num_frames} are needed: the path is followed frame "
+        f"by frame; {fewer}stretch it over the video with resample_camera (--resample-camera on the command line)"
+    ))
 
 
 def prepare_trajectory(

@@ -11,13 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from PIL import Image
 
 from ..camera import CameraTrajectory
-from ..io import remove_stale_staging, staging_name
+from ..io import remove_stale_staging, staging_name, write_video
 
-if TYPE_CHECKING:  # torch and the video writer load when a run is saved: the CLI checks --out without them
+if TYPE_CHECKING:  # torch loads when a run is saved: the CLI checks --out without it
     import torch
 
 try:
@@ -32,14 +31,6 @@ OUTPUT_FILES = (
 )
 CAMERA_TENSOR_FILE = "camera.safetensors"
 CAMERA_TENSOR_KEY = "camera"
-
-
-def write_video(path: Path, frames: list[Image.Image], fps: int) -> None:
-    """Encode RGB or grayscale PIL frames as an H.264 mp4."""
-    import imageio.v2 as imageio
-
-    arrays = [np.asarray(frame.convert("RGB")) for frame in frames]
-    imageio.mimwrite(path, arrays, fps=fps, codec="libx264", quality=8, macro_block_size=1)
 
 
 def side_by_side(video: list[Image.Image], depth_video: list[Image.Image]) -> list[Image.Image]:

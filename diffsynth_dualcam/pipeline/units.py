@@ -12,8 +12,8 @@ import torch
 from diffsynth.diffusion.base_pipeline import PipelineUnit
 from PIL import Image
 
-from ..cache import StepCache
 from ..camera import CameraTrajectory
+from ..models.step_cache import StepCache
 from .inputs import (
     check_camera_latents,
     check_image,

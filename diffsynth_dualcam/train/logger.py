@@ -13,7 +13,7 @@ from diffsynth.diffusion.logger import ModelLogger
 from PIL import Image
 
 from ..camera import CameraTrajectory
-from ..checkpoints import save_dit
+from ..models.checkpoints import save_dit
 from .config import ValidationConfig
 from .module import merged_dit
 from .resume import remove_states_before, staging_state_dir, state_dir

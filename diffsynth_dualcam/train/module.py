@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from diffsynth.core.vram.initialization import skip_model_initialization
 from diffsynth.diffusion.training_module import DiffusionTrainingModule
 from PIL import Image
 
-from ..models import DualCamCtrlDiT
+from ..models.dit import DualCamCtrlDiT, empty_dit
 from ..pipeline import DualCamCtrlPipeline
 from ..pipeline import units as pipeline_units
 from .losses import dual_flow_matching_loss
@@ -49,8 +48,7 @@ def dit_for_stage(dit: DualCamCtrlDiT, stage: str, rgb_inject_blocks: Sequence[i
     if all(dit.config[key] == value for key, value in layout.items()):
         return dit
     parameter = next(dit.parameters())
-    with skip_model_initialization():
-        staged = DualCamCtrlDiT(**{**dit.config, **layout})
+    staged = empty_dit({**dit.config, **layout})
     kept = {key: value for key, value in dit.state_dict().items() if not key.startswith(FUSION_PREFIXES)}
     missing, unexpected = staged.load_state_dict(kept, strict=False, assign=True)
     if unexpected or any(not key.startswith(FUSION_PREFIXES) for key in missing):
@@ -228,8 +226,7 @@ def merged_dit(dit: torch.nn.Module) -> DualCamCtrlDiT:
         weight = state_dict[f"{name}.weight"]
         delta = sum(module.get_delta_weight(adapter) for adapter in module.active_adapters)
         state_dict[f"{name}.weight"] = weight + delta.to(weight.dtype)
-    with skip_model_initialization():
-        plain = DualCamCtrlDiT(**dit.config)
+    plain = empty_dit(dit.config)
     plain.load_state_dict(state_dict, strict=True, assign=True)
     return plain
 

@@ -12,7 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..export3d import PointCloud, disparity_to_depth, fit_scale_shift, lift_frames, voxel_downsample
+from ..export.export3d import (
+    DEFAULT_FAR,
+    DEFAULT_NEAR,
+    PointCloud,
+    disparity_to_depth,
+    fit_scale_shift,
+    lift_frames,
+    voxel_downsample,
+)
 
 #: Fewest overlapping pixels with which the shared frame's disparity is fitted to the cache.
 MIN_FIT_PIXELS = 16
@@ -67,7 +75,7 @@ class WorldCache:
             0 keeps every point.
     """
 
-    def __init__(self, near: float = 1.0, far: float = 10.0, pixel_stride: int = 2,
+    def __init__(self, near: float = DEFAULT_NEAR, far: float = DEFAULT_FAR, pixel_stride: int = 2,
                  voxel_size: float | None = None) -> None:
         if not 0 < near < far:
             raise ValueError(f"need 0 < near < far, got near={near}, far={far}")

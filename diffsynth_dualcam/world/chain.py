@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image
 
 from ..camera import CameraTrajectory
+from ..export.export3d import DEFAULT_FAR, DEFAULT_NEAR
 from ..io import atomic_output, atomic_write
-from ..pipeline.dualcam import image_digest
-from ..pipeline.inputs import check_frame_count, cover_resize
+from ..pipeline.inputs import check_frame_count, cover_resize, image_digest
 from .cache import Alignment, WorldCache, robust_scale_shift
 
 #: A clip generator: ``clip_fn(image, depth, trajectory) -> (rgb_frames, depth_frames)``; with ``seed=`` as well when
@@ -162,8 +162,8 @@ def generate_chained(
     num_frames: int,
     chunk_frames: int = 61,
     seed: int | None = None,
-    near: float = 1.0,
-    far: float = 10.0,
+    near: float = DEFAULT_NEAR,
+    far: float = DEFAULT_FAR,
     frame_stride: int = 4,
     pixel_stride: int = 2,
     voxel_size: float | None = None,

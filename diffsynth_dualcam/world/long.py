@@ -1,4 +1,4 @@
-"""Long camera paths with the pipeline: ``DualCamCtrlPipeline.generate_long`` and the run folder it writes."""
+"""Long camera paths with the pipeline: ``generate_long(pipe, ...)`` and the run folder it writes."""
 from __future__ import annotations
 
 import inspect
@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ..camera import CameraTrajectory
-from ..export3d import write_ply
+from ..export.export3d import DEFAULT_FAR, DEFAULT_NEAR, write_ply
 from ..pipeline.arguments import GenerationArguments
 from ..pipeline.inputs import (
     check_frame_count,
@@ -89,8 +89,8 @@ def generate_long(
     num_frames: int = 121,
     chunk_frames: int = DEFAULT_CHUNK_FRAMES,
     resume_dir: str | Path | None = None,
-    near: float = 1.0,
-    far: float = 10.0,
+    near: float = DEFAULT_NEAR,
+    far: float = DEFAULT_FAR,
     frame_stride: int = 4,
     pixel_stride: int = 2,
     voxel_size: float | None = None,

@@ -21,12 +21,12 @@ from diffsynth.models.wan_video_text_encoder import HuggingfaceTokenizer, WanTex
 from diffsynth.models.wan_video_vae import VideoVAE_, WanVideoVAE
 from safetensors.torch import save_file
 
-from .checkpoints import save_dit
-from .depth import DepthEstimator
-from .models import TINY_CONFIG, DualCamCtrlDiT
-from .pipeline import DualCamCtrlPipeline
-from .pipeline.dualcam import TOKENIZER_LENGTH
-from .registry import register_checkpoint
+from ..models import TINY_CONFIG, DualCamCtrlDiT
+from ..models.checkpoints import save_dit
+from ..models.depth_estimator import DepthEstimator
+from ..models.registry import register_checkpoint
+from . import DualCamCtrlPipeline
+from .dualcam import TOKENIZER_LENGTH
 
 CLIP_FEATURE_DIM = 1280
 TINY_TEXT_CONFIG: dict[str, Any] = {
@@ -139,16 +139,16 @@ def tiny_pipeline(
 
 def tiny_model_source(seed: int = 0) -> str:
     """What ``params.json`` records as the models of ``tiny_pipeline(seed)``."""
-    return f"tiny random models (diffsynth_dualcam.testing.tiny_pipeline, seed {seed})"
+    return f"tiny random models (diffsynth_dualcam.pipeline.tiny.tiny_pipeline, seed {seed})"
 
 
 #: component -> (DiffSynth model name, class, constructor kwargs, class whose VRAM-management map it shares).
 TINY_MODEL_CLASSES = {
-    "vae": ("wan_video_vae", "diffsynth_dualcam.testing.TinyWanVideoVAE", TINY_VAE_CONFIG,
+    "vae": ("wan_video_vae", "diffsynth_dualcam.pipeline.tiny.TinyWanVideoVAE", TINY_VAE_CONFIG,
             "diffsynth.models.wan_video_vae.WanVideoVAE"),
     "text_encoder": ("wan_video_text_encoder", "diffsynth.models.wan_video_text_encoder.WanTextEncoder",
                      TINY_TEXT_CONFIG, "diffsynth.models.wan_video_text_encoder.WanTextEncoder"),
-    "image_encoder": ("wan_video_image_encoder", "diffsynth_dualcam.testing.TinyImageEncoder",
+    "image_encoder": ("wan_video_image_encoder", "diffsynth_dualcam.pipeline.tiny.TinyImageEncoder",
                       TINY_IMAGE_ENCODER_CONFIG, "diffsynth.models.wan_video_image_encoder.WanImageEncoder"),
 }
 

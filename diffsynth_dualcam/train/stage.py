@@ -1,4 +1,4 @@
-"""``dualcam train --config FILE``: one training stage on DiffSynth's training framework and accelerate.
+"""One training stage (``dualcam train --config FILE``) on DiffSynth's training framework and accelerate.
 
 A run into an ``output_dir`` that holds an interrupted run of the same config resumes it (see ``resume``).
 
@@ -7,7 +7,6 @@ Gradient clipping (``train.max_grad_norm``) is done by ``ClippingAccelerator``, 
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from PIL import Image
 from ..camera import CameraTrajectory
 from ..data import DATASETS, CameraClipDataset
 from ..pipeline.inputs import check_same_aspect
-from .config import TrainConfig, load_config, save_config
+from .config import TrainConfig, save_config
 from .distributed import ClippingAccelerator, check_distributed_setup
 from .logger import DualCamModelLogger, ValidationInputs
 from .module import DualCamTrainingModule, dit_for_stage, frame_to_image
@@ -37,20 +36,20 @@ def build_dataset(config: TrainConfig, num_processes: int = 1) -> CameraClipData
     )
 
 
-def build_pipeline(config: TrainConfig, device: str | torch.device):
+def stage_pipeline(config: TrainConfig, device: str | torch.device):
     """The pipeline with the stage's DiT: trained weights in float32, frozen encoders in the mixed-precision dtype.
 
     Without ``model.dit`` the DiT starts from a Wan camera DiT (``model.wan_camera_dit``; with ``model.tiny_seed``,
     the tiny DiT's own Wan part) through ``dit_from_wan_camera``: every depth block a copy of its RGB block.
     """
-    from ..checkpoints import DUAL_BRANCH_PREFIXES, dit_from_wan_camera, load_dit
     from ..models import OFFICIAL_CONFIG
+    from ..models.checkpoints import DUAL_BRANCH_PREFIXES, dit_from_wan_camera, load_dit
     from ..pipeline import DualCamCtrlPipeline
 
     model, train = config.model, config.train
     dtype = DTYPES[train.mixed_precision]
     if model.tiny_seed is not None:
-        from ..testing import tiny_dit_config, tiny_pipeline
+        from ..pipeline.tiny import tiny_dit_config, tiny_pipeline
 
         pipe = tiny_pipeline(seed=model.tiny_seed, device=device, torch_dtype=dtype)
         reference = tiny_dit_config()
@@ -133,7 +132,7 @@ def train(config: TrainConfig) -> DualCamModelLogger:
     set_seed(train_config.seed, device_specific=True)
     dataset = build_dataset(config, accelerator.num_processes)
     module = DualCamTrainingModule(
-        build_pipeline(config, accelerator.device), trainable=train_config.trainable,
+        stage_pipeline(config, accelerator.device), trainable=train_config.trainable,
         lora_branch=train_config.lora_branch, lora_rank=train_config.lora_rank,
         lora_target_modules=train_config.lora_target_modules,
         train_fusion_with_lora=train_config.train_fusion_with_lora, drop_loss_topk=train_config.drop_loss_topk,
@@ -163,23 +162,3 @@ def train(config: TrainConfig) -> DualCamModelLogger:
                  seed=train_config.seed, max_steps=train_config.max_steps,
                  resume_from=state_dir(output_dir, resume_step) if resume_step else None, resume_step=resume_step)
     return logger
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``dualcam train``."""
-    parser.add_argument("--config", required=True,
-                        help="YAML or JSON training config (see examples/train/; tiny.yaml runs on a CPU without "
-                             "weights). A run into an output_dir that holds an interrupted run of the same config "
-                             "resumes it from its last complete checkpoint")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override one config value, e.g. --set train.max_steps=100 (repeatable)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Train one stage; prints where the checkpoints, loss log and validation videos are."""
-    config = load_config(args.config, args.overrides)
-    logger = train(config)
-    if logger.saved:
-        print(f"final checkpoint: {logger.saved[-1]}")
-        print(f"loss log: {Path(logger.output_path) / 'loss.csv'}")
-    return 0

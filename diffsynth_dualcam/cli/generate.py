@@ -15,9 +15,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .. import limits
 from ..camera import CameraTrajectory
-from ..checkpoint_files import local_official_dit
-from ..depth import DEFAULT_DEPTH_MODEL
-from .inputs import (
+from ..models.depth_estimator import DEFAULT_DEPTH_MODEL
+from ..pipeline.inputs import (
     EIGHT_BIT_MODES,
     check_frame_count,
     check_num_frames,
@@ -28,25 +27,14 @@ from .inputs import (
     prepare_image,
     prepare_trajectory,
 )
-from .output import check_out_dir_files
+from ..pipeline.output import check_out_dir_files
+from ..pipeline.setup import OFFICIAL_DEFAULTS, TINY_DEFAULTS, check_device, tiny_reason
+from . import parse_size
 
 if TYPE_CHECKING:  # torch and DiffSynth load only once the arguments are checked, so that errors come at once
-    from ..depth import DepthEstimator
-    from .dualcam import DualCamCtrlPipeline
-    from .output import DualCamCtrlOutput
-
-#: (width, height), frames, steps used when a value is not given: the official model's, and the tiny model's
-#: (small enough for a CPU).
-OFFICIAL_DEFAULTS = {"size": (720, 480), "frames": 61, "steps": 50}
-TINY_DEFAULTS = {"size": (96, 64), "frames": 9, "steps": 3}
-#: ``params.json``'s ``models`` entry of runs on the tiny pipeline.
-TINY_NOTICE = """\
-=====================================================================================================
- NOTICE: {reason}
- Using TINY RANDOM models: the output shows that the pipeline runs, not what DualCamCtrl generates.
- Put the official weights in {checkpoint_dir}/ (see README, "Official weights") for real results.
-=====================================================================================================
-"""
+    from ..models.depth_estimator import DepthEstimator
+    from ..pipeline.dualcam import DualCamCtrlPipeline
+    from ..pipeline.output import DualCamCtrlOutput
 
 
 @dataclasses.dataclass
@@ -58,17 +46,6 @@ class GenerationSetup:
     size: tuple[int, int]
     frames: int
     steps: int
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"720x480"`` (WIDTHxHEIGHT) -> (720, 480)."""
-    try:
-        width, height = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 720x480, got {text!r}") from None
-    if width <= 0 or height <= 0:
-        raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
-    return width, height
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     camera.add_argument("--preset", choices=CameraTrajectory.preset_names(),
                         help="a named camera move (combine moves with `dualcam trajectory preset a+b`)")
     inputs.add_argument("--batch-file", type=Path,
-                        help="many clips, one JSON object per line (see diffsynth_dualcam.parallel.batch); under "
+                        help="many clips, one JSON object per line (see diffsynth_dualcam.cli.batch); under "
                              "torchrun each process generates its share; other options are defaults for every clip "
                              "(--trajectory / --preset: the camera of the clips that give none)")
     inputs.add_argument("--resample-camera", action="store_true",
@@ -152,14 +129,8 @@ def resolve_setup(args: argparse.Namespace) -> GenerationSetup:
     and resolve ``--device``."""
     check_checkpoint(args)
     check_values(args)
-    if args.tiny:
-        tiny, reason = True, "--tiny was given."
-    elif args.checkpoint is not None:
-        tiny, reason = False, ""
-    elif local_official_dit(args.checkpoint_dir) is None:
-        tiny, reason = True, f"the official DualCamCtrl weights were not found in {args.checkpoint_dir}/."
-    else:
-        tiny, reason = False, ""
+    reason = tiny_reason(args.tiny, args.checkpoint_dir, args.checkpoint)
+    tiny = bool(reason)
     defaults = TINY_DEFAULTS if tiny else OFFICIAL_DEFAULTS
     setup = GenerationSetup(
         tiny=tiny, reason=reason, size=args.size or defaults["size"],
@@ -257,28 +228,6 @@ def check_out_dir(out: Path) -> None:
         raise ValueError(f"--out: {error}") from None
 
 
-def check_device(text: str) -> str:
-    """``--device`` as torch names it (``cpu`` for any CPU device, which has no index; ``auto``: cuda if available,
-    else cpu), or a ValueError unless it names a torch device that is present (cpu, cuda, cuda:1, mps, ...)."""
-    import torch
-
-    if text == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"--device: {text!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
-    if device.type == "cpu":
-        return "cpu"
-    module = getattr(torch, device.type, None)
-    if not (hasattr(module, "is_available") and module.is_available()):
-        raise ValueError(f"--device {text}: no {device.type} device is available on this machine (try --device cpu)")
-    count = module.device_count() if hasattr(module, "device_count") else None
-    if device.index is not None and count is not None and device.index >= count:
-        raise ValueError(f"--device {text}: this machine has {count} {device.type} device(s), numbered from 0")
-    return str(device)
-
-
 def load_image(option: str, path: Path) -> Image.Image:
     """An 8-bit image file (the modes the pipeline takes), fully read, or an error naming the option."""
     if not path.is_file():
@@ -333,43 +282,25 @@ def load_inputs(
 
 
 def build_pipeline(args: argparse.Namespace, setup: GenerationSetup) -> DualCamCtrlPipeline:
-    """The tiny pipeline, or the official setup (``--checkpoint`` replacing the DiT) on ``--device``."""
+    """The tiny pipeline (with its notice), or the official setup (``--checkpoint`` replacing the DiT) on
+    ``--device`` (``pipeline.setup.load_pipeline``)."""
+    from ..pipeline.setup import load_pipeline, print_tiny_notice
+
     if setup.tiny:
-        print(TINY_NOTICE.format(reason=setup.reason, checkpoint_dir=args.checkpoint_dir), file=sys.stderr)
-        from ..testing import tiny_pipeline
-
-        return tiny_pipeline(device=args.device)
-    import torch
-
-    from .dualcam import DualCamCtrlPipeline, official_model_configs
-
-    torch_dtype = torch.bfloat16 if torch.device(args.device).type != "cpu" else torch.float32
-    offload = {}
-    if args.offload:
-        offload = {"offload_device": "cpu", "offload_dtype": torch_dtype, "onload_device": "cpu",
-                   "onload_dtype": torch_dtype, "preparing_device": args.device, "preparing_dtype": torch_dtype,
-                   "computation_device": args.device, "computation_dtype": torch_dtype}
-    model_configs = official_model_configs(args.checkpoint_dir, dit_path=args.checkpoint, **offload)
-    return DualCamCtrlPipeline.from_pretrained(model_configs, device=args.device, torch_dtype=torch_dtype)
+        print_tiny_notice(setup.reason, args.checkpoint_dir)
+    return load_pipeline(setup.tiny, args.device, args.checkpoint_dir, args.checkpoint, offload=args.offload)
 
 
 def load_depth_estimator(args: argparse.Namespace, setup: GenerationSetup) -> DepthEstimator:
     """The depth model for ``--image`` without ``--depth``: ``--depth-model``, else the default one (the tiny random
     one on the tiny model); a ValueError saying what to do when it cannot be loaded."""
-    if args.depth_model is None and setup.tiny:
-        from ..testing import tiny_depth_estimator
+    from ..pipeline.setup import load_depth_estimator
 
-        return tiny_depth_estimator(device=args.device)
-    from ..depth import DepthEstimator
-
-    model = args.depth_model or DEFAULT_DEPTH_MODEL
-    try:
-        return DepthEstimator.from_pretrained(model, device=args.device)
-    except OSError as error:
-        raise ValueError(
-            f"--depth was not given and the depth model {model!r} could not be loaded ({error}); pass --depth (an "
-            "8-bit grayscale disparity map of the image, near = bright) or --depth-model with a local copy"
-        ) from error
+    return load_depth_estimator(
+        args.depth_model, setup.tiny, args.device, why="--depth was not given and ",
+        remedy="pass --depth (an 8-bit grayscale disparity map of the image, near = bright) or --depth-model with a "
+               "local copy",
+    )
 
 
 def prepare_clip(
@@ -412,10 +343,10 @@ def generate_clip(
     are kept beside ``--out`` until the run is saved, so a rerun goes on from the first missing one)."""
     width, height = setup.size
     if setup.frames > args.chunk_frames:
-        from ..world.long import resume_folder
+        from ..world.long import generate_long, resume_folder
 
-        return pipe.generate_long(
-            prompt=args.prompt, negative_prompt=args.negative_prompt, input_image=image, input_depth=depth,
+        return generate_long(
+            pipe, prompt=args.prompt, negative_prompt=args.negative_prompt, input_image=image, input_depth=depth,
             camera=trajectory, height=height, width=width, num_frames=setup.frames, chunk_frames=args.chunk_frames,
             num_inference_steps=setup.steps, cfg_scale=args.cfg, seed=args.seed, t2v=args.t2v,
             step_cache_threshold=args.step_cache, resample_camera=args.resample_camera,
@@ -443,7 +374,7 @@ def preview_clip(args: argparse.Namespace) -> int:
             print(f"notice: no --depth: the depth map is estimated{random_model}", file=sys.stderr)
             depth = load_depth_estimator(args, setup)(image)
         depth = prepare_depth(depth, width=width, height=height).convert("L")
-    from ..preview import write_preview
+    from ..export.preview import write_preview
 
     scale = write_preview(args.out / "preview.glb", trajectory, image, depth)
     plot = trajectory.plot(args.out / "preview.png", title=f"{len(trajectory)} frames at {width}x{height}")
@@ -462,7 +393,7 @@ def run(args: argparse.Namespace) -> int:
     if args.preview_only:
         return preview_clip(args)
     if args.batch_file is not None:
-        from ..parallel.batch import run_batch
+        from .batch import run_batch
 
         return run_batch(args)
     setup, image, depth, trajectory = prepare_clip(args)

@@ -7,7 +7,6 @@ so disparity 1 lies at distance ``near`` and disparity 0 at ``far``, in the unit
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import math
@@ -22,12 +21,14 @@ from PIL import Image
 from plyfile import PlyData, PlyElement
 from tqdm import tqdm
 
-from .camera import CameraTrajectory
-from .camera.formats import colmap_image_name, write_colmap
-from .io import atomic_write
+from ..camera import CameraTrajectory
+from ..camera.formats import colmap_image_name, write_colmap
+from ..io import atomic_write
 
 #: File of a run folder holding the frame-0 depth map the generation was conditioned on (output size, 8-bit).
 INPUT_DEPTH_FILE = "input_depth.png"
+#: Default distances of disparity 1 (the nearest depth value) and 0 (the farthest) when depth maps are lifted.
+DEFAULT_NEAR, DEFAULT_FAR = 1.0, 10.0
 #: Per-axis signs from OpenCV camera axes (x right, y down, z forward) to the y-up axes of 3D viewers.
 VIEWER_AXES = np.array([1.0, -1.0, -1.0])
 #: Degree-0 spherical-harmonic constant of 3D Gaussian Splatting: a colour c in [0, 1] is stored as (c - 0.5) / SH_C0.
@@ -184,8 +185,8 @@ def lift_frames(
     reference_disparity: np.ndarray | None = None,
     frame_stride: int = 4,
     pixel_stride: int = 2,
-    near: float = 1.0,
-    far: float = 10.0,
+    near: float = DEFAULT_NEAR,
+    far: float = DEFAULT_FAR,
     voxel_size: float | None = None,
     drop_seen: bool = False,
 ) -> PointCloud:
@@ -376,8 +377,8 @@ def export_run(
     input_depth: str | Path | None = None,
     frame_stride: int = 4,
     pixel_stride: int = 2,
-    near: float = 1.0,
-    far: float = 10.0,
+    near: float = DEFAULT_NEAR,
+    far: float = DEFAULT_FAR,
     voxel_size: float | None = None,
     formats: str | Sequence[str] = DEFAULT_EXPORT_FORMATS,
     sh_degree: int = 3,
@@ -439,36 +440,3 @@ def check_export_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
         raise ValueError(f"formats (--format) must be one or more of {', '.join(EXPORT_FORMATS)}, "
                          f"got {', '.join(map(repr, unknown)) if unknown else 'none'}")
     return names
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `dualcam export-3d`."""
-    parser.add_argument("run_dir", type=Path, help="folder written by a generation (video.mp4, depth.mp4, params.json)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR)")
-    parser.add_argument("--input-depth", type=Path, default=None,
-                        help=f"frame-0 depth map to fit the depth scale to (default: RUN_DIR/{INPUT_DEPTH_FILE})")
-    parser.add_argument("--frame-stride", type=int, default=4, help="lift every N-th frame (default 4)")
-    parser.add_argument("--pixel-stride", type=int, default=2, help="lift every N-th pixel per axis (default 2)")
-    parser.add_argument("--near", type=float, default=1.0, help="distance of the nearest depth value (default 1)")
-    parser.add_argument("--far", type=float, default=10.0, help="distance of the farthest depth value (default 10)")
-    parser.add_argument("--voxel-size", type=float, default=None,
-                        help="voxel edge for downsampling, >= 0; 0 keeps every point (default: one pixel at median "
-                             "depth; none for gaussians, which keep each surface once)")
-    parser.add_argument("--format", nargs="+", choices=EXPORT_FORMATS, default=list(DEFAULT_EXPORT_FORMATS),
-                        dest="formats", metavar="FORMAT",
-                        help="what to write, one or more of: points (points.ply), colmap (images/ and sparse/0/), "
-                             "gaussians (gaussians.ply, 3D Gaussian Splatting) (default: points colmap)")
-    parser.add_argument("--sh-degree", type=int, choices=range(4), default=3, metavar="{0,1,2,3}",
-                        help="spherical-harmonic degree of gaussians.ply; higher bands are zero (default 3: the "
-                             "layout every 3D Gaussian Splatting viewer reads; 0 makes the file 3.6x smaller)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """`dualcam export-3d`: write the point cloud, COLMAP model or 3D Gaussians of a generated run."""
-    written = export_run(
-        args.run_dir, args.out, args.input_depth, frame_stride=args.frame_stride, pixel_stride=args.pixel_stride,
-        near=args.near, far=args.far, voxel_size=args.voxel_size, formats=args.formats, sh_degree=args.sh_degree,
-    )
-    for name, path in written.items():
-        print(f"{name}: {path.resolve()}")
-    return 0

@@ -1,30 +1,33 @@
-"""DiT checkpoints: safetensors with the config in metadata, conversion of the official ``.pt``, and the training
-start point built from an RGB-only Wan2.1-Fun-Control-Camera DiT.
+"""DiT checkpoints: the file names and where the official DiT is looked for, safetensors with the config in
+metadata, conversion of the official ``.pt`` (``dualcam convert-checkpoint``), and the training start point built
+from an RGB-only Wan2.1-Fun-Control-Camera DiT.
 
-``python -m diffsynth_dualcam.checkpoints convert IN OUT_DIR`` converts the official checkpoint.
+torch, DiffSynth and the DiT are imported inside the functions that need them, so that the command line finds the
+files and checks its arguments without loading them.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pickle
-import sys
 import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from diffsynth.core.vram.initialization import skip_model_initialization
-from safetensors import safe_open
 from tqdm import tqdm
 
-from .checkpoint_files import DIT_FILE_NAME, OFFICIAL_FILE_NAME, OFFICIAL_REPO_ID, add_arguments, run
-from .io import atomic_output
-from .models import OFFICIAL_CONFIG, DualCamCtrlDiT
-from .models.config import normalize_config
-from .registry import CONFIG_METADATA_KEY, layout_difference, read_config_metadata
+from ..io import atomic_output
+from .config import OFFICIAL_CONFIG, normalize_config
+
+if TYPE_CHECKING:
+    import torch
+
+    from .dit import DualCamCtrlDiT
+
+DIT_FILE_NAME = "dualcamctrl_dit.safetensors"
+OFFICIAL_FILE_NAME = "dualcamctrl_diffusion_transformer.pt"
+OFFICIAL_REPO_ID = "FayeHongfeiZhang/DualCamCtrl"
 
 #: Prefix a distributed-training wrapper puts before every key.
 MODULE_PREFIX = "module."
@@ -35,11 +38,19 @@ WRAPPER_KEYS = ("state_dict", "module", "model")
 #: Keys of the DiT's depth branch and fusion, absent from an RGB-only Wan DiT.
 DUAL_BRANCH_PREFIXES = ("control_blocks.", "rgb_zero_inits.", "control_zero_inits.")
 
+#: torch dtype name -> safetensors dtype.
 _SAFETENSORS_DTYPES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-    torch.bool: "BOOL", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2",
+    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64", "int32": "I32",
+    "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL", "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
 }
+
+
+def local_official_dit(checkpoint_dir: str | os.PathLike = "checkpoints") -> Path | None:
+    """The official DiT in ``checkpoint_dir`` (converted safetensors, else the released ``.pt``), or None."""
+    for name in (DIT_FILE_NAME, OFFICIAL_FILE_NAME):
+        if (Path(checkpoint_dir) / name).is_file():
+            return Path(checkpoint_dir) / name
+    return None
 
 
 def write_safetensors(
@@ -52,15 +63,18 @@ def write_safetensors(
 
     ``tensors`` is consumed once, so it may pop tensors from a larger dict; ``progress`` shows a bar on terminals.
     """
+    import torch
+
     path = Path(path)
     named = list(tensors)
     header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
     for name, tensor in named:
-        if tensor.dtype not in _SAFETENSORS_DTYPES:
+        dtype_name = str(tensor.dtype).removeprefix("torch.")
+        if dtype_name not in _SAFETENSORS_DTYPES:
             raise ValueError(f"tensor {name} has dtype {tensor.dtype}, which safetensors cannot store")
         size = tensor.numel() * tensor.element_size()
-        header[name] = {"dtype": _SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[dtype_name], "shape": list(tensor.shape),
                         "data_offsets": [offset, offset + size]}
         offset += size
     header_bytes = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
@@ -77,12 +91,16 @@ def write_safetensors(
 
 def save_dit(dit: DualCamCtrlDiT, path: str | os.PathLike) -> Path:
     """Save a DiT as safetensors with its config in the metadata (what ``load_dit`` and DiffSynth read)."""
+    from .registry import CONFIG_METADATA_KEY
+
     metadata = {CONFIG_METADATA_KEY: json.dumps(dit.config, allow_nan=False), "format": "pt"}
     return write_safetensors(path, dit.state_dict().items(), metadata)
 
 
 def check_keys(found: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], source: str) -> None:
     """Raise ValueError naming the missing and unexpected keys, and keys whose shapes differ."""
+    from .registry import layout_difference
+
     difference = layout_difference(
         {key: value.shape for key, value in found.items()}, {key: value.shape for key, value in expected.items()}
     )
@@ -93,6 +111,8 @@ def check_keys(found: Mapping[str, torch.Tensor], expected: Mapping[str, torch.T
 def check_finite_weights(tensors: Iterable[tuple[str, torch.Tensor]], source: str) -> None:
     """A ValueError naming the first floating-point tensor of ``tensors`` that holds NaN or infinite values (a
     damaged file, or a training run that diverged), which would otherwise make every generation black or noise."""
+    import torch
+
     for name, tensor in tensors:
         if not tensor.is_floating_point() or tensor.is_meta:
             continue
@@ -105,25 +125,28 @@ def check_finite_weights(tensors: Iterable[tuple[str, torch.Tensor]], source: st
                              "the checkpoint is damaged or comes from a diverged training run: use another one")
 
 
-def _empty_dit(config: Mapping[str, Any]) -> DualCamCtrlDiT:
-    with skip_model_initialization():
-        return DualCamCtrlDiT(**config)
-
-
 def load_dit(
     path: str | os.PathLike,
     device: str | torch.device = "cpu",
-    torch_dtype: torch.dtype = torch.float32,
+    torch_dtype: torch.dtype | None = None,
     config: Mapping[str, Any] | None = None,
 ) -> DualCamCtrlDiT:
-    """Load a DiT safetensors file; the config comes from its metadata, else from ``config``."""
+    """Load a DiT safetensors file (in ``torch_dtype``, default float32); the config comes from its metadata, else
+    from ``config``."""
+    import torch
+    from safetensors import safe_open
+
+    from .dit import empty_dit
+    from .registry import read_config_metadata
+
+    torch_dtype = torch.float32 if torch_dtype is None else torch_dtype
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"DiT checkpoint not found: {path}")
     stored = read_config_metadata(path)
     if stored is None and config is None:
         raise ValueError(f"{path} holds no DualCamCtrl config metadata: pass config=")
-    model = _empty_dit(normalize_config(dict(stored if stored is not None else config)))
+    model = empty_dit(normalize_config(dict(stored if stored is not None else config)))
     state_dict = {}
     with safe_open(str(path), framework="pt", device="cpu") as file:
         for name in tqdm(file.keys(), desc=f"loading {path.name}", disable=None):
@@ -140,6 +163,8 @@ def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     Weights nested under ``state_dict`` / ``module`` / ``model`` are unwrapped; entries that are not tensors
     (step counters and the like) are left out.
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -202,6 +227,9 @@ def convert_official_checkpoint(
     (``pipe.vae.*``, ``pipe.text_encoder.*``, ``pipe.image_encoder.*``) to ``<component>.safetensors``.
     Tensors stay memory-mapped and are written one at a time.
     """
+    from .dit import empty_dit
+    from .registry import CONFIG_METADATA_KEY
+
     source = read_torch_checkpoint(path)
     groups: dict[str, list[tuple[str, str]]] = {}
     for key in source:
@@ -210,8 +238,7 @@ def convert_official_checkpoint(
     if "dit" not in groups:
         raise ValueError(f"{path} holds no DiT weights (keys under pipe.dit.); components found: {sorted(groups)}")
     config = normalize_config(dict(config))
-    with torch.device("meta"):
-        expected = DualCamCtrlDiT(**config).state_dict()
+    expected = empty_dit(config).state_dict()
     check_keys({name: source[key] for name, key in groups["dit"]}, expected, f"the DiT of {path}")
     check_finite_weights(source.items(), str(path))
     out_dir = Path(out_dir)
@@ -230,6 +257,8 @@ def convert_official_checkpoint(
 
 
 def _load_wan_state_dict(source: str | os.PathLike | Iterable[str | os.PathLike] | Mapping[str, torch.Tensor]):
+    from safetensors import safe_open
+
     if isinstance(source, Mapping):
         return dict(source)
     paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
@@ -248,12 +277,18 @@ def _load_wan_state_dict(source: str | os.PathLike | Iterable[str | os.PathLike]
 def dit_from_wan_camera(
     source: str | os.PathLike | Iterable[str | os.PathLike] | Mapping[str, torch.Tensor],
     config: Mapping[str, Any] = OFFICIAL_CONFIG,
-    torch_dtype: torch.dtype = torch.float32,
+    torch_dtype: torch.dtype | None = None,
 ) -> DualCamCtrlDiT:
     """The training start point: a Wan2.1-Fun-Control-Camera DiT (file(s) or state dict) with depth blocks copied
-    from the RGB blocks and freshly initialised fusion modules whose output projections are zero."""
+    from the RGB blocks and freshly initialised fusion modules whose output projections are zero (in ``torch_dtype``,
+    default float32)."""
+    import torch
+
+    from .dit import empty_dit
+
+    torch_dtype = torch.float32 if torch_dtype is None else torch_dtype
     wan_state = {component_of(key)[1]: value for key, value in _load_wan_state_dict(source).items()}
-    model = _empty_dit(normalize_config(dict(config)))
+    model = empty_dit(normalize_config(dict(config)))
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith(DUAL_BRANCH_PREFIXES)}
     check_keys(wan_state, expected, "the Wan Control-Camera DiT")
     check_finite_weights(wan_state.items(), "the Wan Control-Camera DiT")
@@ -299,19 +334,3 @@ def official_dit_path(
         official = Path(found)
     return convert_official_checkpoint(official, checkpoint_dir, config)["dit"]
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m diffsynth_dualcam.checkpoints convert IN OUT_DIR``."""
-    parser = argparse.ArgumentParser(prog="python -m diffsynth_dualcam.checkpoints")
-    commands = parser.add_subparsers(dest="command", required=True)
-    add_arguments(commands.add_parser("convert", help="convert the official .pt to safetensors"))
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

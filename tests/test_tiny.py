@@ -1,4 +1,4 @@
-"""The tiny models of diffsynth_dualcam.testing: real architectures at toy size, deterministic, loadable."""
+"""The tiny models of diffsynth_dualcam.pipeline.tiny: real architectures at toy size, deterministic, loadable."""
 from __future__ import annotations
 
 import torch
@@ -6,7 +6,7 @@ from diffsynth.configs import MODEL_CONFIGS
 from diffsynth.core.loader.file import hash_model_file
 
 from diffsynth_dualcam.pipeline.dualcam import TOKENIZER_LENGTH
-from diffsynth_dualcam.testing import (
+from diffsynth_dualcam.pipeline.tiny import (
     CLIP_FEATURE_DIM,
     TinyImageEncoder,
     TinyWanVideoVAE,

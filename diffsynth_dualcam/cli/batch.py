@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 from tqdm import tqdm
 
 from ..limits import MAX_BATCH_FILE_BYTES
-from .sequence import local_device
+from ..parallel.sequence import local_device
 
 #: Per-clip options a job may set: long option name -> "path" (resolved against the batch file), "flag" (true or
 #: false) or "value".
@@ -174,7 +174,7 @@ class _ClipParser(argparse.ArgumentParser):
 def clip_arguments(args: argparse.Namespace, job: dict[str, Any]) -> argparse.Namespace:
     """``dualcam generate``'s options for one clip: the command line's ``args`` as defaults and the clip's own over
     them (its inputs and its camera as a whole, see :func:`own_default_options`), with ``--out`` its folder."""
-    from ..pipeline import cli as generate_cli
+    from . import generate as generate_cli
 
     parser = _ClipParser(prog="dualcam generate (batch clip)")
     generate_cli.add_arguments(parser)
@@ -192,7 +192,7 @@ def run_batch(args: argparse.Namespace) -> int:
     The command line's options are defaults for every clip; a clip's own options override them, its inputs and its
     camera as a whole (``own_default_options``). Every clip of the share is checked before the models load.
     """
-    from ..pipeline import cli as generate_cli
+    from . import generate as generate_cli
 
     jobs = load_jobs(args.batch_file)
     if args.sequence_parallel:

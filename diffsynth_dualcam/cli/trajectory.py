@@ -6,11 +6,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from scipy.spatial.transform import Rotation
 
-from .formats import FORMATS
-from .presets import DEFAULT_FX, DEFAULT_SOURCE_SIZE, PRESETS, make_preset
-from .trajectory import CameraTrajectory
+from ..camera.formats import FORMATS
+from ..camera.presets import DEFAULT_FX, DEFAULT_SOURCE_SIZE, PRESETS, make_preset
+from ..camera.trajectory import CameraTrajectory
+from ..export.export3d import DEFAULT_FAR, DEFAULT_NEAR
+from . import parse_size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_scene_arguments(parser: argparse.ArgumentParser, beside: str) -> None:
-    """Options of the 3D preview scene (``diffsynth_dualcam.preview``)."""
+    """Options of the 3D preview scene (``diffsynth_dualcam.export.preview``)."""
     scene = parser.add_argument_group("3D preview (a .glb scene of the cameras in the first frame's point cloud)")
     scene.add_argument("--image", type=Path,
                        help=f"first frame: also write a .glb scene beside {beside} (cameras, path, and with a depth "
@@ -60,24 +63,15 @@ def _add_scene_arguments(parser: argparse.ArgumentParser, beside: str) -> None:
     scene.add_argument("--depth", type=Path, help="8-bit grayscale disparity map of --image, near = bright")
     scene.add_argument("--depth-model", help="Depth Anything model (hub id or local folder) that estimates the depth "
                                              "map when --depth is not given (default: no point cloud)")
-    scene.add_argument("--near", type=float, default=1.0, help="distance of disparity 1, as export-3d (default 1)")
-    scene.add_argument("--far", type=float, default=10.0, help="distance of disparity 0, as export-3d (default 10)")
+    scene.add_argument("--near", type=float, default=DEFAULT_NEAR,
+                       help=f"distance of disparity 1, as export-3d (default {DEFAULT_NEAR:g})")
+    scene.add_argument("--far", type=float, default=DEFAULT_FAR,
+                       help=f"distance of disparity 0, as export-3d (default {DEFAULT_FAR:g})")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen action; returns the exit code."""
     return {"show": _show, "convert": _convert, "preset": _preset}[args.action](args)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"640x360"`` -> (640, 360)."""
-    try:
-        width, height = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x360, got {text!r}") from None
-    if width <= 0 or height <= 0:
-        raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
-    return width, height
 
 
 def describe(trajectory: CameraTrajectory) -> str:
@@ -121,18 +115,28 @@ def _scene_inputs(args: argparse.Namespace, trajectory: CameraTrajectory) -> tup
             if getattr(args, option) is not None:
                 raise ValueError(f"--{option.replace('_', '-')} belongs to the 3D preview: give --image too")
         return None
-    from ..export3d import check_lift_options
-    from ..preview import load_scene_inputs
+    from ..export.export3d import check_lift_options
+    from ..export.preview import load_scene_inputs
 
     check_lift_options(1, 1, args.near, args.far, None)
-    return load_scene_inputs(trajectory, args.image, args.depth, args.depth_model)
+    estimate_depth = None
+    if args.depth_model is not None:
+        def estimate_depth(image: Image.Image) -> Image.Image:
+            from ..pipeline.setup import load_depth_estimator
+
+            return load_depth_estimator(
+                args.depth_model, tiny=False, why="--depth-model: ",
+                remedy="pass --depth (an 8-bit grayscale disparity map of the image, near = bright) or a local copy "
+                       "of the model",
+            )(image)
+    return load_scene_inputs(trajectory, args.image, args.depth, estimate_depth)
 
 
 def _write_scene(args: argparse.Namespace, scene_inputs: tuple | None, path: Path) -> None:
     """Write the 3D preview to ``path`` and print its path and the camera path's scale."""
     if scene_inputs is None:
         return
-    from ..preview import write_preview
+    from ..export.preview import write_preview
 
     trajectory, image, depth = scene_inputs
     scale = write_preview(path, trajectory, image, depth, near=args.near, far=args.far)

@@ -12,7 +12,6 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
 from diffsynth.configs import MODEL_CONFIGS, VRAM_MANAGEMENT_MODULE_MAPS
 from diffsynth.core.loader.file import (
     hash_model_file,
@@ -21,8 +20,8 @@ from diffsynth.core.loader.file import (
     load_metadata_from_safetensors,
 )
 
-from .models import OFFICIAL_CONFIG, DualCamCtrlDiT
-from .models.config import normalize_config
+from .config import OFFICIAL_CONFIG, normalize_config
+from .dit import empty_dit
 
 MODEL_NAME = "dualcamctrl_dit"
 MODEL_CLASS = "diffsynth_dualcam.models.dit.DualCamCtrlDiT"
@@ -41,9 +40,7 @@ VRAM_MODULE_MAP = {
 
 def config_hash(config: Mapping[str, Any]) -> str:
     """DiffSynth's key-and-shape hash of the state dict a ``DualCamCtrlDiT(**config)`` has."""
-    with torch.device("meta"):
-        model = DualCamCtrlDiT(**config)
-    return hash_state_dict_keys(model.state_dict(), with_shape=True)
+    return hash_state_dict_keys(empty_dit(config).state_dict(), with_shape=True)
 
 
 class LayoutCollisionWarning(UserWarning):
@@ -56,7 +53,7 @@ def register_config(config: dict[str, Any]) -> str:
     DiffSynth tells files apart by parameter names and shapes only, so configs that differ only in where the fusion
     modules sit share a hash and one registry entry: the latest registration wins, with a
     ``LayoutCollisionWarning`` when it replaces a different config. Register the file to be loaded just before
-    loading it (``register_checkpoint``), or load it with ``diffsynth_dualcam.checkpoints.load_dit``.
+    loading it (``register_checkpoint``), or load it with ``diffsynth_dualcam.models.checkpoints.load_dit``.
     """
     config = normalize_config(config)
     model_hash = config_hash(config)
@@ -117,8 +114,7 @@ def layout_difference(found: Mapping[str, Sequence[int]], expected: Mapping[str,
 
 def config_shapes(config: Mapping[str, Any]) -> dict[str, list[int]]:
     """Parameter name -> shape of a ``DualCamCtrlDiT(**config)``, from a meta-device instance."""
-    with torch.device("meta"):
-        return {key: list(value.shape) for key, value in DualCamCtrlDiT(**config).state_dict().items()}
+    return {key: list(value.shape) for key, value in empty_dit(config).state_dict().items()}
 
 
 def register_checkpoint(path: str | os.PathLike, config: dict[str, Any] | None = None) -> str:

@@ -12,16 +12,29 @@ import sys
 from collections.abc import Iterable
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "generate": ("diffsynth_dualcam.pipeline.cli", "Generate a camera-controlled video and its depth video"),
-    "convert-checkpoint": ("diffsynth_dualcam.checkpoint_files", "Convert the official DualCamCtrl .pt to safetensors"),
-    "trajectory": ("diffsynth_dualcam.camera.cli", "Show, convert and create camera trajectories (presets, plots)"),
-    "export-3d": ("diffsynth_dualcam.export3d", "A generated run as a point cloud, COLMAP model or 3D Gaussians"),
-    "app": ("diffsynth_dualcam.app.cli", "Serve the web app (official weights, or the tiny model when none)"),
-    "eval": ("diffsynth_dualcam.eval.cli", "Camera accuracy (RotErr, TransErr, CamMC) of videos against trajectories"),
-    "train": ("diffsynth_dualcam.train.cli", "Train one stage (decoupled or fusion) from a YAML/JSON config"),
-    "check-dataset": ("diffsynth_dualcam.data.check", "Validate a training dataset folder clip by clip"),
-    "prepare-data": ("diffsynth_dualcam.data.prepare", "Write missing depth videos and merge captions of a dataset"),
+    "generate": ("diffsynth_dualcam.cli.generate", "Generate a camera-controlled video and its depth video"),
+    "convert-checkpoint": ("diffsynth_dualcam.cli.convert_checkpoint",
+                           "Convert the official DualCamCtrl .pt to safetensors"),
+    "trajectory": ("diffsynth_dualcam.cli.trajectory", "Show, convert and create camera trajectories (presets, plots)"),
+    "export-3d": ("diffsynth_dualcam.cli.export3d", "A generated run as a point cloud, COLMAP model or 3D Gaussians"),
+    "app": ("diffsynth_dualcam.cli.app", "Serve the web app (official weights, or the tiny model when none)"),
+    "eval": ("diffsynth_dualcam.cli.eval", "Camera accuracy (RotErr, TransErr, CamMC) of videos against trajectories"),
+    "train": ("diffsynth_dualcam.cli.train", "Train one stage (decoupled or fusion) from a YAML/JSON config"),
+    "check-dataset": ("diffsynth_dualcam.cli.check_dataset", "Validate a training dataset folder clip by clip"),
+    "prepare-data": ("diffsynth_dualcam.cli.prepare_data",
+                     "Write missing depth videos and merge captions of a dataset"),
 }
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"720x480"`` (WIDTHxHEIGHT) -> (720, 480)."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 720x480, got {text!r}") from None
+    if width <= 0 or height <= 0:
+        raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
+    return width, height
 
 
 def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:

@@ -1,11 +1,11 @@
 """See a camera path inside the scene of its first frame before generating: a glTF (``.glb``) scene and its scale.
 
 The scene (written with ``trimesh``) is in the y-up axes of 3D viewers, the axes ``export-3d`` writes
-(:data:`~diffsynth_dualcam.export3d.VIEWER_AXES` applied to the first camera's OpenCV axes: x right, y up, z toward
+(:data:`~.export3d.VIEWER_AXES` applied to the first camera's OpenCV axes: x right, y up, z toward
 the viewer, so the first camera looks down -z). Its nodes:
 
 - ``points``: the first frame lifted into a coloured point cloud with its depth map, by export-3d's own lifting
-  (:func:`~diffsynth_dualcam.export3d.lift_frames`, the same near/far reading of the disparity);
+  (:func:`~diffsynth_dualcam.export.export3d.lift_frames`, the same near/far reading of the disparity);
 - ``frustum_NNNNN``: one frustum per camera (every k-th on long paths, the last always), its apex at the node's
   origin, so the node's transform is the camera's pose; coloured from first (purple) to last (yellow) frame as in
   the trajectory plot;
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +37,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from trimesh.path import Path3D
 from trimesh.path.entities import Line
 
-from .camera import CameraTrajectory
-from .camera.plot import COLORMAP, frustum_depth, frustum_points
-from .export3d import VIEWER_AXES, PointCloud, disparity_to_depth, lift_frames
-from .io import atomic_write
+from ..camera import CameraTrajectory
+from ..camera.plot import COLORMAP, frustum_depth, frustum_points
+from ..camera.trajectory import aspects_differ
+from ..io import atomic_write
+from .export3d import DEFAULT_FAR, DEFAULT_NEAR, VIEWER_AXES, PointCloud, disparity_to_depth, lift_frames
 
 #: At most this many points are lifted: the pixel stride grows until the first frame fits (a light file to view).
 MAX_SCENE_POINTS = 100_000
@@ -55,10 +57,6 @@ PUBLISHED_STEP_RANGE = (0.0013, 0.0020)
 #: Paths whose motion per frame is more than this factor beyond the published range (either side) get a warning.
 STEP_WARNING_FACTOR = 4.0
 STEP_WARNING_RANGE = (PUBLISHED_STEP_RANGE[0] / STEP_WARNING_FACTOR, PUBLISHED_STEP_RANGE[1] * STEP_WARNING_FACTOR)
-#: export-3d's default distances of disparity 1 and 0 (``dualcam export-3d --near/--far``).
-DEFAULT_NEAR, DEFAULT_FAR = 1.0, 10.0
-#: Largest relative difference of image and depth map aspect ratios for ``trajectory show --image --depth``.
-ASPECT_TOLERANCE = 0.01
 
 
 def scene_pixel_stride(*, width: int, height: int) -> int:
@@ -247,36 +245,26 @@ def read_image(option: str, path: Path, mode: str) -> Image.Image:
         raise ValueError(f"{option}: cannot read {path} as an image ({error})") from None
 
 
-def estimate_depth(model: str, image: Image.Image) -> Image.Image:
-    """The 8-bit disparity map of ``image`` from the Depth Anything ``model`` (hub id or local folder); a
-    ValueError saying what to do when the model cannot be loaded."""
-    from .depth import DepthEstimator
-
-    try:
-        estimator = DepthEstimator.from_pretrained(model)
-    except OSError as error:
-        raise ValueError(f"--depth-model {model!r} could not be loaded ({error}); pass --depth (an 8-bit grayscale "
-                         "disparity map of the image, near = bright) or a local copy of the model") from error
-    return estimator(image)
-
-
 def load_scene_inputs(
-    trajectory: CameraTrajectory, image_path: Path, depth_path: Path | None, depth_model: str | None
+    trajectory: CameraTrajectory,
+    image_path: Path,
+    depth_path: Path | None,
+    estimate_depth: Callable[[Image.Image], Image.Image] | None = None,
 ) -> tuple[CameraTrajectory, Image.Image, Image.Image | None]:
     """(trajectory, image, depth) for ``trajectory show/preset --image``: the scene is lifted at the image's own
     size, so the intrinsics are cover-cropped from the trajectory's ``source_size`` to it and the depth map (given,
-    estimated with ``depth_model``, or None) is resized to it. Everything is checked before anything is written."""
+    estimated with ``estimate_depth``, or None) is resized to it. Everything is checked before anything is written."""
     image = read_image("--image", image_path, "RGB")
     if depth_path is not None:
         depth = read_image("--depth", depth_path, "L")
         image_aspect, depth_aspect = image.width / image.height, depth.width / depth.height
-        if abs(depth_aspect / image_aspect - 1) > ASPECT_TOLERANCE:
+        if aspects_differ(image.size, depth.size):
             raise ValueError(f"--depth is {depth.width}x{depth.height} (aspect {depth_aspect:.3f}), --image is "
                              f"{image.width}x{image.height} (aspect {image_aspect:.3f}): a depth map must show the "
                              "image's frame")
         depth = depth.resize(image.size, Image.Resampling.BICUBIC)
-    elif depth_model is not None:
-        depth = estimate_depth(depth_model, image)
+    elif estimate_depth is not None:
+        depth = estimate_depth(image)
     else:
         depth = None
     if trajectory.source_size is not None and tuple(trajectory.source_size) != image.size:
