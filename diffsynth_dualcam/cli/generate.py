@@ -26,6 +26,7 @@ from ..pipeline.inputs import (
     prepare_depth,
     prepare_image,
     prepare_trajectory,
+    within_limit,
 )
 from ..pipeline.output import check_out_dir_files
 from ..pipeline.setup import OFFICIAL_DEFAULTS, TINY_DEFAULTS, check_device, tiny_reason
@@ -162,13 +163,9 @@ def check_values(args: argparse.Namespace) -> None:
     check_frame_count("--chunk-frames", args.chunk_frames, minimum=5)
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
-    for option, check, value in (("--steps", limits.check_steps, args.steps), ("--cfg", limits.check_cfg, args.cfg)):
-        if value is None:
-            continue
-        try:
-            check(value)
-        except ValueError as error:
-            raise ValueError(f"{option}: {error}") from None
+    if args.steps is not None:
+        within_limit("--steps", args.steps, limits.check_steps)
+    within_limit("--cfg", args.cfg, limits.check_cfg)
     try:
         check_seed(args.seed)
     except ValueError as error:

@@ -7,6 +7,18 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def fields_signature(fields_of: type, kind: inspect._ParameterKind) -> inspect.Signature:
+    """A dataclass's fields as the parameters of a call, of ``kind``, in declaration order, with their defaults (a
+    field without one is required)."""
+    return inspect.Signature([
+        inspect.Parameter(
+            item.name, kind, annotation=item.type,
+            default=inspect.Parameter.empty if item.default is dataclasses.MISSING else item.default,
+        )
+        for item in dataclasses.fields(fields_of)
+    ])
+
+
 @dataclasses.dataclass(frozen=True)
 class DiTConfig:
     """The arguments of ``DualCamCtrlDiT`` (the reference constructor's names), declared once: the DiT's signature,
@@ -37,13 +49,7 @@ class DiTConfig:
     @classmethod
     def signature(cls) -> inspect.Signature:
         """The fields as keyword parameters (the required ones first, as declared)."""
-        return inspect.Signature([
-            inspect.Parameter(
-                item.name, inspect.Parameter.KEYWORD_ONLY, annotation=item.type,
-                default=inspect.Parameter.empty if item.default is dataclasses.MISSING else item.default,
-            )
-            for item in dataclasses.fields(cls)
-        ])
+        return fields_signature(cls, inspect.Parameter.KEYWORD_ONLY)
 
     @classmethod
     def from_keywords(cls, **config: Any) -> DiTConfig:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from .. import limits
 from ..camera import CameraTrajectory
+from ..models.config import fields_signature
 from .inputs import (
     check_camera_type,
     check_flag,
@@ -116,13 +117,7 @@ class GenerationArguments:
     @classmethod
     def signature(cls) -> inspect.Signature:
         """The fields as the parameters of a call, in declaration order, with their defaults."""
-        return inspect.Signature([
-            inspect.Parameter(
-                item.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=item.type,
-                default=inspect.Parameter.empty if item.default is dataclasses.MISSING else item.default,
-            )
-            for item in dataclasses.fields(cls)
-        ])
+        return fields_signature(cls, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
     @classmethod
     def from_call(cls, *args: Any, **kwargs: Any) -> GenerationArguments:

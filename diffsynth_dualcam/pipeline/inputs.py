@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import numbers
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
@@ -103,24 +104,23 @@ def check_number(name: str, value: object) -> float:
     return float(value)
 
 
-def check_steps(name: str, value: object) -> int:
-    """``value`` as a whole number of denoising steps, from 1 to ``limits.MAX_STEPS``."""
-    steps = check_int(name, value)
+def within_limit(name: str, value: int | float, limit: Callable[[int | float], None]) -> int | float:
+    """``value`` if the ``limits`` check ``limit`` takes it, else its ValueError prefixed with ``name``."""
     try:
-        limits.check_steps(steps)
+        limit(value)
     except ValueError as error:
         raise ValueError(f"{name}: {error}") from None
-    return steps
+    return value
+
+
+def check_steps(name: str, value: object) -> int:
+    """``value`` as a whole number of denoising steps, from 1 to ``limits.MAX_STEPS``."""
+    return within_limit(name, check_int(name, value), limits.check_steps)
 
 
 def check_guidance(name: str, value: object) -> float:
     """``value`` as a finite guidance scale within ``limits.MAX_CFG`` of 0."""
-    scale = check_number(name, value)
-    try:
-        limits.check_cfg(scale)
-    except ValueError as error:
-        raise ValueError(f"{name}: {error}") from None
-    return scale
+    return within_limit(name, check_number(name, value), limits.check_cfg)
 
 
 def check_seed(seed: object) -> int | None:
@@ -221,6 +221,30 @@ def check_same_aspect(image: Image.Image, depth: Image.Image, *, width: int, hei
             f"{image.width}x{image.height} (aspect {image_aspect:.3f}) and the output {width}x{height}: a depth map "
             "must show the image's frame or its centre crop at the output's aspect"
         )
+
+
+def check_first_frame(
+    *, t2v: bool, input_image: object, input_depth: object, can_estimate_depth: bool, width: int, height: int
+) -> None:
+    """An error unless the first-frame inputs fit the mode: none for text-to-video; for image-to-video an 8-bit
+    image and either an 8-bit depth map that lines up with it (``check_same_aspect``) or a depth estimator."""
+    if t2v:
+        if input_image is not None or input_depth is not None:
+            raise ValueError("t2v=True generates from the prompt alone: leave input_image and input_depth None")
+        return
+    if input_image is None:
+        raise ValueError("input_image is required for image-to-video (or pass t2v=True)")
+    check_image("input_image", input_image)
+    if input_depth is None:
+        if not can_estimate_depth:
+            raise ValueError(
+                "input_depth is required for image-to-video: an 8-bit grayscale disparity map of the input "
+                "image (near = bright), e.g. from Video Depth Anything; automatic depth estimation is not "
+                "configured on this pipeline (set pipe.depth_estimator)"
+            )
+        return
+    check_image("input_depth", input_depth)
+    check_same_aspect(input_image, input_depth, width=width, height=height)
 
 
 def cover_resize(image: Image.Image, *, width: int, height: int) -> Image.Image:

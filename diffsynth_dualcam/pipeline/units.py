@@ -16,8 +16,8 @@ from ..camera import CameraTrajectory
 from ..models.step_cache import StepCache
 from .inputs import (
     check_camera_latents,
+    check_first_frame,
     check_image,
-    check_same_aspect,
     latent_frames,
     prepare_depth,
     prepare_image,
@@ -57,25 +57,11 @@ class DualCamUnit_InputChecker(PipelineUnit):
         source size for the camera crop, the seed."""
         input_image, input_depth, width, height = (arguments.input_image, arguments.input_depth, arguments.width,
                                                    arguments.height)
+        check_first_frame(t2v=arguments.t2v, input_image=input_image, input_depth=input_depth,
+                          can_estimate_depth=pipe.depth_estimator is not None, width=width, height=height)
         source_size = None
-        if arguments.t2v:
-            if input_image is not None or input_depth is not None:
-                raise ValueError("t2v=True generates from the prompt alone: leave input_image and input_depth None")
-        else:
-            if input_image is None:
-                raise ValueError("input_image is required for image-to-video (or pass t2v=True)")
-            check_image("input_image", input_image)
+        if not arguments.t2v:
             source_size = input_image.size
-            if input_depth is None:
-                if pipe.depth_estimator is None:
-                    raise ValueError(
-                        "input_depth is required for image-to-video: an 8-bit grayscale disparity map of the input "
-                        "image (near = bright), e.g. from Video Depth Anything; automatic depth estimation is not "
-                        "configured on this pipeline (set pipe.depth_estimator)"
-                    )
-            else:
-                check_image("input_depth", input_depth)
-                check_same_aspect(input_image, input_depth, width=width, height=height)
             input_image = prepare_image(input_image, width=width, height=height)
             if input_depth is not None:
                 input_depth = prepare_depth(input_depth, width=width, height=height)

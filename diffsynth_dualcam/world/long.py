@@ -15,9 +15,9 @@ from ..camera import CameraTrajectory
 from ..export.export3d import DEFAULT_FAR, DEFAULT_NEAR, write_ply
 from ..pipeline.arguments import GenerationArguments
 from ..pipeline.inputs import (
+    check_first_frame,
     check_frame_count,
     check_image,
-    check_same_aspect,
     check_seed,
     prepare_depth,
     prepare_image,
@@ -118,21 +118,12 @@ def generate_long(
     check_seed(seed + len(ranges) - 1)
     original_depth = input_depth
     image = depth = None
-    if t2v:
-        if input_image is not None or input_depth is not None:
-            raise ValueError("t2v=True generates from the prompt alone: leave input_image and input_depth None")
-    else:
-        if input_image is None:
-            raise ValueError("input_image is required for image-to-video (or pass t2v=True)")
-        check_image("input_image", input_image)
+    check_first_frame(t2v=t2v, input_image=input_image, input_depth=input_depth,
+                      can_estimate_depth=pipe.depth_estimator is not None, width=width, height=height)
+    if not t2v:
         image = prepare_image(input_image, width=width, height=height)
         if input_depth is None:  # estimated on the first frame at the output size, as the pipeline does
-            if pipe.depth_estimator is None:
-                raise ValueError("input_depth is required for image-to-video (an 8-bit grayscale disparity map, near = "
-                                 "bright) unless pipe.depth_estimator is set")
             input_depth = pipe.depth_estimator(image)
-        else:
-            check_same_aspect(input_image, check_image("input_depth", input_depth), width=width, height=height)
         check_image("the depth map of pipe.depth_estimator", input_depth)
         depth = prepare_depth(input_depth, width=width, height=height).convert("L")
     trajectory = prepare_trajectory(camera, num_frames, width=width, height=height,
