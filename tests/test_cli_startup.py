@@ -41,6 +41,7 @@ def run_probe(*argv: str, cwd: Path = REPO_ROOT) -> tuple[int, list[str], str]:
 @pytest.mark.parametrize("argv", [
     ["--help"], ["generate", "--help"], ["trajectory", "--help"], ["trajectory", "preset", "--help"],
     ["convert-checkpoint", "--help"], ["export-3d", "--help"], ["app", "--help"], ["eval", "--help"],
+    ["train", "--help"], ["check-dataset", "--help"], ["prepare-data", "--help"],
 ])
 def test_help_loads_no_heavy_library(argv):
     code, heavy, _ = run_probe(*argv)

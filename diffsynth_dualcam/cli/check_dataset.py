@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..data.check import check_dataset
 from ..io import atomic_write
 
 
@@ -22,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Check a dataset folder; exit code 1 when any clip has a problem."""
     from ..data import DATASETS
+    from ..data.check import check_dataset
 
     if args.min_stride < 1:
         raise ValueError(f"--min-stride must be >= 1, got {args.min_stride}")

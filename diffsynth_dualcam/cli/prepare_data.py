@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..data.prepare import LAYOUT_SOURCES, PREPARED_DEPTH_NAME, plan_depth_videos, save_captions, write_depth_video
+from ..data.layouts import LAYOUT_SOURCES, PREPARED_DEPTH_NAME
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"dataset folder {root} does not exist")
     if args.depth_model is None and args.captions is None:
         raise ValueError("nothing to do: give --depth-model and/or --captions")
+    from ..data.prepare import plan_depth_videos, save_captions, write_depth_video
+
     captions, todo = None, []
     if args.captions:
         captions = json.loads(Path(args.captions).read_text(encoding="utf-8"))

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 if TYPE_CHECKING:  # the datasets need torch, which `dualcam check-dataset --help` does not
     from .clip_dataset import CameraClipDataset
-from .realestate10k import META_FILE
+from .layouts import META_FILE
 
 #: Largest mean spread between the channels of a depth frame: depth must be grayscale, not a colour map.
 GRAY_TOLERANCE = 8.0

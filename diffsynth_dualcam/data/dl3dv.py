@@ -20,10 +20,7 @@ import numpy as np
 from ..camera import CameraTrajectory
 from .clip_dataset import CameraClipDataset, ClipFiles, check_frame_counts
 from .frames import FrameSource, require_frame_source
-
-IMAGE_FOLDERS = ("images", "images_2", "images_4", "images_8")
-MODEL_FOLDERS = ("sparse/0", "colmap/sparse/0")
-DEPTH_NAMES = ("depth_vitl_fp16.mp4", "depth.mp4", "depth")
+from .layouts import DEPTH_NAMES, IMAGE_FOLDERS, MODEL_FOLDERS
 
 
 def read_colmap_cameras(model_dir: str | Path, image_names: list[str]) -> tuple[CameraTrajectory, np.ndarray]:

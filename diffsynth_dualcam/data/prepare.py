@@ -21,17 +21,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..io import atomic_output, atomic_write, write_video
-from .dl3dv import DEPTH_NAMES as DL3DV_DEPTH_NAMES
-from .dl3dv import IMAGE_FOLDERS
 from .frames import FrameSource, find_frame_source
-from .realestate10k import DEPTH_NAMES, RGB_NAMES
+from .layouts import LAYOUT_SOURCES
 
-PREPARED_DEPTH_NAME = "depth.mp4"
-#: layout -> (RGB sources, depth sources) a clip folder is searched for, in order (as the datasets do).
-LAYOUT_SOURCES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "realestate10k": (RGB_NAMES, DEPTH_NAMES),
-    "dl3dv": (IMAGE_FOLDERS, DL3DV_DEPTH_NAMES),
-}
 #: Percentiles of the aligned clip disparity mapped to 0 and 255 (robust to a few outlier pixels).
 STRETCH_PERCENTILES = (0.5, 99.5)
 

@@ -25,10 +25,7 @@ import numpy as np
 from ..camera import CameraTrajectory
 from .clip_dataset import CameraClipDataset, ClipFiles, check_frame_counts
 from .frames import FrameSource, require_frame_source
-
-RGB_NAMES = ("video.mp4", "frames")
-DEPTH_NAMES = ("depth_vitl_fp16.mp4", "depth.mp4", "depth")
-META_FILE = "meta_data.json"
+from .layouts import DEPTH_NAMES, META_FILE, RGB_NAMES
 
 
 class RealEstate10KDataset(CameraClipDataset):
