@@ -109,3 +109,12 @@ def test_static_and_intrinsics_parameters():
 def test_preset_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CameraTrajectory.preset(**kwargs)
+
+
+def test_an_overflowing_speed_is_refused_without_numpy_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="NaN or inf"):
+            CameraTrajectory.preset("pan_left", num_frames=9, speed=1e308)

@@ -150,7 +150,8 @@ def make_preset(
     if unknown:
         known = ", ".join(["fx", "source_size", *preset.parameters()])
         raise ValueError(f"preset {name!r} has no parameter {', '.join(unknown)}; its parameters: {known}")
-    c2w, focal_factor = preset.motion(speed * np.arange(num_frames, dtype=np.float64), **params)
+    with np.errstate(over="ignore", invalid="ignore"):  # a speed too large overflows: CameraTrajectory refuses it
+        c2w, focal_factor = preset.motion(speed * np.arange(num_frames, dtype=np.float64), **params)
     width, height = check_size(source_size, "source_size")
     intrinsics = np.tile([fx, fx * width / height, 0.5, 0.5], (num_frames, 1))
     intrinsics[:, :2] *= focal_factor[:, None]
