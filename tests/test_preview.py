@@ -170,6 +170,9 @@ def test_long_paths_show_every_kth_camera_and_the_last():
     shown = shown_cameras(301)
     assert len(shown) <= MAX_SCENE_FRUSTA and shown[0] == 0 and shown[-1] == 300
     assert set(np.diff(shown[:-1])) == {4}
+    for num_frames in range(1, 1000):  # at most the limit for every length, the last camera included
+        every = shown_cameras(num_frames)
+        assert len(every) <= MAX_SCENE_FRUSTA and every[-1] == num_frames - 1
     assert scene_pixel_stride(width=1275, height=888) == 4  # 319 x 222 = 70,818 points
     sizes = [(1275, 888), (720, 480), (4096, 4096), (317, 316)]
     strides = {(w, h): scene_pixel_stride(width=w, height=h) for w, h in sizes}

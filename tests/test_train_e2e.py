@@ -21,13 +21,14 @@ FROZEN_BY_BLOCKS = ("patch_embedding.", "text_embedding.", "time_embedding.", "t
                     "img_emb.", "control_adapter.")
 
 
-def write_config(path: Path, data_root: Path, output_dir: Path, validation_steps: int, **train) -> Path:
+def write_config(path: Path, data_root: Path, output_dir: Path, validation_steps: int, validation_frames: int = 5,
+                 **train) -> Path:
     config = {
         "data": {"root": str(data_root), "height": 32, "width": 48, "num_frames": 5, "stride": 2, "num_workers": 0},
         "model": {"tiny_seed": 0},
         "train": {"max_steps": 2, "save_steps": 2, "learning_rate": 1e-4, "mixed_precision": "no",
                   "use_gradient_checkpointing": False, "drop_loss_topk": 30, "output_dir": str(output_dir), **train},
-        "validation": {"every_steps": validation_steps, "height": 32, "width": 48, "num_frames": 5,
+        "validation": {"every_steps": validation_steps, "height": 32, "width": 48, "num_frames": validation_frames,
                        "num_inference_steps": 2},
     }
     path.write_text(yaml.safe_dump(config))
@@ -60,8 +61,10 @@ def test_two_stages_then_generate(tmp_path, capsys):
     write_synthetic_dataset(repeated_root, num_clips=1, num_frames=9, width=96, height=64, seed=1)
 
     stage_one = tmp_path / "stage1"
-    config = write_config(tmp_path / "stage1.yaml", repeated_root, stage_one, 4, stage="decoupled", trainable="blocks",
-                          max_steps=4, save_steps=4, learning_rate=2e-3, fixed_noise_seed=0)
+    # The validation clip is longer than the training clips: their 5-camera path is stretched over its 9 frames.
+    config = write_config(tmp_path / "stage1.yaml", repeated_root, stage_one, 4, validation_frames=9,
+                          stage="decoupled", trainable="blocks", max_steps=4, save_steps=4, learning_rate=2e-3,
+                          fixed_noise_seed=0)
     assert main(["train", "--config", str(config), "--set", "data.flip_probability=0"]) == 0
     checkpoint = stage_one / "step-4.safetensors"
     assert f"final checkpoint: {checkpoint}" in capsys.readouterr().out

@@ -355,3 +355,55 @@ def test_a_bad_chunk_length_is_an_argument_error_before_models_load(tmp_path, ca
     assert code == 2
     assert "--chunk-frames must be a whole number 4k+1 of at least 5, got 8" in capsys.readouterr().err
     assert not (tmp_path / "R").exists()
+
+
+def test_a_damaged_kept_clip_is_generated_again(first_view, tmp_path):
+    chain(oracle_clip, first_view, resume_dir=tmp_path, resume_key={"prompt": "a"})
+    kept = sorted(tmp_path.glob("clip_*.npz"))
+    kept[0].write_bytes(kept[0].read_bytes()[:100])  # cut short, as by a full disk
+    kept[1].write_bytes(b"")
+    calls = []
+    resumed = chain(lambda *inputs: calls.append(1) or oracle_clip(*inputs), first_view, resume_dir=tmp_path,
+                    resume_key={"prompt": "a"})
+    assert len(calls) == 2
+    assert [record.resumed for record in resumed.clips] == [False, False] + [True] * (CLIPS - 2)
+
+
+class StopAtFirstClip(Exception):
+    """Raised by a pipeline whose first clip would start: the arguments were all accepted."""
+
+
+def test_long_paths_are_held_to_the_clip_limits_one_clip_at_a_time(tmp_path, monkeypatch):
+    from diffsynth_dualcam.limits import MAX_CLIP_PIXELS
+    from diffsynth_dualcam.pipeline.tiny import tiny_pipeline
+
+    pipe = tiny_pipeline()
+
+    def stop(arguments):
+        assert arguments.num_frames == 61 and (arguments.width, arguments.height) == (720, 480)
+        raise StopAtFirstClip
+
+    monkeypatch.setattr(pipe, "generate", stop)
+    camera = CameraTrajectory.preset("pan_left", num_frames=401)
+    assert 720 * 480 * 401 > MAX_CLIP_PIXELS  # the whole path at once would be refused
+    with pytest.raises(StopAtFirstClip):
+        generate_long(pipe, prompt="a", t2v=True, camera=camera, width=720, height=480, num_frames=401,
+                      chunk_frames=61, seed=1)
+    with pytest.raises(ValueError, match="a clip of 401 frames at 720x480"):
+        generate_long(pipe, prompt="a", t2v=True, camera=camera, width=720, height=480, num_frames=401,
+                      chunk_frames=401, seed=1)
+    with pytest.raises(ValueError, match="resume_dir needs a seed"):
+        generate_long(pipe, prompt="a", t2v=True, camera=camera, width=720, height=480, num_frames=401,
+                      chunk_frames=61, resume_dir=tmp_path)
+
+
+def test_a_run_at_another_size_does_not_take_the_kept_clips(tmp_path):
+    from diffsynth_dualcam.pipeline.tiny import tiny_pipeline
+
+    pipe, camera = tiny_pipeline(), CameraTrajectory.preset("pan_left", num_frames=9)
+    options = {"prompt": "a", "t2v": True, "camera": camera, "num_frames": 9, "chunk_frames": 5,
+               "num_inference_steps": 1, "seed": 3, "resume_dir": tmp_path, "progress_bar_cmd": lambda steps: steps}
+    generate_long(pipe, width=64, height=32, **options)
+    output = generate_long(pipe, width=128, height=64, **options)  # same aspect ratio, same normalised cameras
+    assert [clip["resumed"] for clip in output.params["clips"]] == [False, False]
+    assert {frame.size for frame in output.video} == {(128, 64)}

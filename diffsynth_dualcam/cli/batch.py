@@ -31,7 +31,6 @@ from typing import Any, NoReturn
 from tqdm import tqdm
 
 from ..limits import MAX_BATCH_FILE_BYTES
-from ..parallel.sequence import local_device
 
 #: Per-clip options a job may set: long option name -> "path" (resolved against the batch file), "flag" (true or
 #: false) or "value".
@@ -174,6 +173,7 @@ class _ClipParser(argparse.ArgumentParser):
 def clip_arguments(args: argparse.Namespace, job: dict[str, Any]) -> argparse.Namespace:
     """``dualcam generate``'s options for one clip: the command line's ``args`` as defaults and the clip's own over
     them (its inputs and its camera as a whole, see :func:`own_default_options`), with ``--out`` its folder."""
+    from ..parallel.sequence import local_device  # torch: once the batch file has been read and checked
     from . import generate as generate_cli
 
     parser = _ClipParser(prog="dualcam generate (batch clip)")
@@ -210,8 +210,10 @@ def run_batch(args: argparse.Namespace) -> int:
         try:
             clip_args = clip_arguments(args, job)
             clips.append((job["name"], clip_args, generate_cli.prepare_clip(clip_args)))
-        except (ValueError, FileNotFoundError) as error:
-            raise type(error)(f"clip {job['name']!r}: {error}") from None
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"clip {job['name']!r}: {error}") from None
+        except ValueError as error:
+            raise ValueError(f"clip {job['name']!r}: {error}") from None
     print(f"[rank {rank}/{world_size}] {len(clips)} of {len(jobs)} clips to generate")
     if not clips:
         return 0

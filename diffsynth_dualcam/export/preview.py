@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,7 +144,7 @@ class PathScale:
 
 def shown_cameras(num_frames: int) -> np.ndarray:
     """Indices of the cameras drawn as frustums: every k-th so that at most :data:`MAX_SCENE_FRUSTA`, and the last."""
-    step = max(1, math.ceil(num_frames / MAX_SCENE_FRUSTA))
+    step = max(1, math.ceil((num_frames - 1) / (MAX_SCENE_FRUSTA - 1)))  # the last camera is always drawn
     shown = np.arange(0, num_frames, step)
     return shown if shown[-1] == num_frames - 1 else np.append(shown, num_frames - 1)
 
@@ -241,7 +242,8 @@ def read_image(option: str, path: Path, mode: str) -> Image.Image:
                 raise ValueError(f"{option}: {path} has {image.mode!r} pixels, expected an 8-bit image (a depth map "
                                  "is 8-bit grayscale disparity, near = bright)")
             return ImageOps.exif_transpose(image).convert(mode)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as error:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, struct.error) as error:
+        # struct.error and SyntaxError: Pillow's errors for damaged EXIF data
         raise ValueError(f"{option}: cannot read {path} as an image ({error})") from None
 
 

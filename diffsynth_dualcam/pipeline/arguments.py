@@ -161,7 +161,6 @@ class GenerationArguments:
 
     def check_together(self) -> None:
         """Checks of several fields at once (after each field's own)."""
-        limits.check_output_size(self.width, self.height)
         limits.check_clip(self.width, self.height, self.num_frames)
         check_tile_stride(self.tile_size, self.tile_stride)
 

@@ -135,7 +135,6 @@ def absolute_paths(path: str | list[str]) -> str | list[str]:
 def signed_call(arguments_class: type[GenerationArguments]) -> Callable[..., DualCamCtrlOutput]:
     """A pipeline ``__call__`` whose signature and docstring are those of ``arguments_class``'s fields."""
 
-    @torch.no_grad()
     def __call__(self: DualCamCtrlPipeline, *args: Any, **kwargs: Any) -> DualCamCtrlOutput:
         return self.generate(self.arguments_class.from_call(*args, **kwargs))
 
@@ -244,6 +243,7 @@ class DualCamCtrlPipeline(BasePipeline):
 
     __call__ = signed_call(GenerationArguments)
 
+    @torch.no_grad()
     def generate(self, arguments: GenerationArguments) -> DualCamCtrlOutput:
         """Generate a clip and its depth video from ``arguments`` (checked by the first unit before any model runs)."""
         inputs_shared, inputs_posi, inputs_nega = arguments.pipeline_inputs()

@@ -207,9 +207,6 @@ def check_image(name: str, image: object) -> Image.Image:
     return image
 
 
-#: Largest relative difference of the image's and the depth map's aspect ratios (rounding of a resized map).
-
-
 def check_same_aspect(image: Image.Image, depth: Image.Image, *, width: int, height: int) -> None:
     """A ValueError unless ``depth`` has the aspect ratio of ``image`` or of the ``width`` x ``height`` output (a map
     of the image's centre crop, as the pipeline's depth estimator makes): otherwise the two would not line up once

@@ -128,6 +128,7 @@ class DualCamModelLogger(ModelLogger):
                         input_depth=inputs.depth, camera=inputs.camera, height=settings.height, width=settings.width,
                         num_frames=settings.num_frames, num_inference_steps=settings.num_inference_steps,
                         cfg_scale=settings.cfg_scale, seed=settings.seed, tiled=False,
+                        resample_camera=True,  # a training clip's path spans the validation clip, whatever its length
                     )
             finally:
                 pipe.dit.train()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,7 +125,7 @@ class ResumeFolder:
             same_run = False
         if not same_run:
             for stale in self.folder.glob("clip_*.npz"):
-                stale.unlink()
+                stale.unlink(missing_ok=True)  # another process of the run may have removed it first
             atomic_write(manifest, (json.dumps({"key": self.key}) + "\n").encode())
 
     def path(self, index: int) -> Path:
@@ -138,7 +139,7 @@ class ResumeFolder:
         try:
             with np.load(path, allow_pickle=False) as data:
                 return data["rgb"], data["depth"], json.loads(str(data["generation"]))
-        except (OSError, ValueError, KeyError):  # a damaged file is generated again
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # a damaged file is generated again
             return None
 
     def save(self, index: int, rgb: np.ndarray, depth: np.ndarray, generation: dict[str, Any]) -> None:

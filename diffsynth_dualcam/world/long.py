@@ -18,6 +18,7 @@ from ..pipeline.inputs import (
     check_first_frame,
     check_frame_count,
     check_image,
+    check_num_frames,
     check_seed,
     prepare_depth,
     prepare_image,
@@ -106,11 +107,17 @@ def generate_long(
     repeated with the same arguments, goes on from the first missing clip. ``near``, ``far``, ``frame_stride``,
     ``pixel_stride`` and ``voxel_size`` set the world cache (see ``diffsynth_dualcam.world.cache``).
     """
-    arguments = pipe.arguments_class.from_call(prompt, num_frames=num_frames, **arguments).checked()
-    width, height, num_frames, seed = arguments.width, arguments.height, arguments.num_frames, arguments.seed
+    num_frames = check_num_frames(num_frames)
+    chunk_frames = check_frame_count("chunk_frames", chunk_frames, minimum=5)
+    # The per-clip limits hold for one clip at a time: the arguments are checked as those of the longest clip.
+    clip = pipe.arguments_class.from_call(prompt, num_frames=min(num_frames, chunk_frames), **arguments).checked()
+    arguments = replace(clip, num_frames=num_frames)
+    width, height, seed = arguments.width, arguments.height, arguments.seed
     input_image, input_depth, camera, t2v = (arguments.input_image, arguments.input_depth, arguments.camera,
                                              arguments.t2v)
-    chunk_frames = check_frame_count("chunk_frames", chunk_frames, minimum=5)
+    if resume_dir is not None and seed is None:
+        raise ValueError("resume_dir needs a seed: a run drawing a random seed cannot be repeated, so its clips could "
+                         "never be resumed")
     ranges = clip_ranges(num_frames, chunk_frames)
     if not isinstance(camera, CameraTrajectory):
         raise TypeError(f"camera must be a CameraTrajectory for a chained generation, got {type(camera).__name__}")
@@ -148,7 +155,7 @@ def generate_long(
             advance(num_inference_steps)
 
     clip_options = {name: value for name, value in arguments.values().items() if name not in CHAIN_ARGUMENTS}
-    resume_key = {"prompt": arguments.prompt, "negative_prompt": arguments.negative_prompt,
+    resume_key = {"size": [width, height], "prompt": arguments.prompt, "negative_prompt": arguments.negative_prompt,
                   "steps": num_inference_steps, "cfg_scale": arguments.cfg_scale, "t2v": t2v,
                   "models": pipe.model_source,
                   "clip_options": {key: repr(value) for key, value in sorted(clip_options.items())}}
