@@ -162,3 +162,13 @@ def test_the_dit_records_the_config_it_was_built_from():
     assert (dit.config["rgb_inject_blocks"], dit.config["update"], dit.config["text_len"]) == ([], False, 512)
     with pytest.raises(TypeError, match="num_heads"):
         DualCamCtrlDiT(**{key: value for key, value in short.items() if key != "num_heads"})
+
+
+def test_generate_called_directly_tracks_no_gradients():
+    pipe = tiny_pipeline()
+    arguments = GenerationArguments(prompt="a", t2v=True, camera=CameraTrajectory.preset("pan_left", num_frames=5),
+                                    height=32, width=48, num_frames=5, num_inference_steps=1, seed=0,
+                                    progress_bar_cmd=lambda steps: steps)
+    pipe.dit.requires_grad_(True)  # as in training, where validation calls the pipeline
+    output = pipe.generate(arguments)
+    assert not output.latents.requires_grad and not output.depth_latents.requires_grad
