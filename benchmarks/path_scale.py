@@ -23,7 +23,6 @@ from diffsynth_dualcam.export.preview import (
     STEP_WARNING_RANGE,
     PathScale,
     median_scene_depth,
-    path_length,
 )
 
 DEMO_ASSETS = Path(__file__).resolve().parents[1] / "demo_assets"
@@ -47,7 +46,7 @@ def measure(demo_assets: Path = DEMO_ASSETS) -> list[Measurement]:
     """Every measurement of the module docstring."""
     rows = []
     presets = [name for name in CameraTrajectory.preset_names()
-               if path_length(CameraTrajectory.preset(name, DEMO_FRAMES)) > 0]
+               if CameraTrajectory.preset(name, DEMO_FRAMES).path_length() > 0]
     for scene, depth_file in SCENES.items():
         with Image.open(demo_assets / depth_file) as depth:
             median = median_scene_depth(depth)
@@ -57,7 +56,7 @@ def measure(demo_assets: Path = DEMO_ASSETS) -> list[Measurement]:
                  (f"{scene} path stretched over {DEMO_FRAMES} frames", recorded.resampled(DEMO_FRAMES), False)]
         paths += [(f"preset {name}", CameraTrajectory.preset(name, DEMO_FRAMES), False) for name in presets]
         for label, trajectory, published in paths:
-            rows.append(Measurement(scene, label, published, PathScale(path_length(trajectory), len(trajectory),
+            rows.append(Measurement(scene, label, published, PathScale(trajectory.path_length(), len(trajectory),
                                                                        median)))
     return rows
 

@@ -19,6 +19,7 @@ from ..camera import CameraTrajectory
 from ..export.export3d import INPUT_DEPTH_FILE, VIEWER_AXES, PointCloud, export_run, read_ply, write_ply
 from ..export.preview import write_scene
 from ..models.depth_estimator import DEFAULT_DEPTH_MODEL, DepthEstimator
+from ..pipeline.setup import CLIP_FRAMES
 
 if TYPE_CHECKING:
     from ..pipeline import DualCamCtrlPipeline
@@ -95,7 +96,7 @@ class PipelineGenerator:
         depth_model: str = DEFAULT_DEPTH_MODEL,
         fps: int = 16,
         tiled: bool = True,
-        chunk_frames: int = 61,
+        chunk_frames: int = CLIP_FRAMES,
     ) -> None:
         self.pipe = pipe
         self.output_root = Path(output_root)

@@ -123,8 +123,7 @@ def trajectory_figure(trajectory: CameraTrajectory, title: str | None = None) ->
 
 def _summary(relative: CameraTrajectory) -> str:
     """One line: frame count, path length, largest turn from the first frame and final focal change."""
-    centres = relative.centres
-    path_length = float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum())
+    path_length = relative.path_length()
     turn = float(np.degrees(Rotation.from_matrix(relative.c2w[:, :3, :3]).magnitude()).max())
     zoom = float(relative.intrinsics[-1, 0] / relative.intrinsics[0, 0])
     return f"{len(relative)} frames, path length {path_length:.3g}, largest turn {turn:.1f}°, focal x{zoom:.2f}"

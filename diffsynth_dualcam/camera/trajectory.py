@@ -158,6 +158,10 @@ class CameraTrajectory:
         """[F, 3] camera centres in world coordinates."""
         return self.c2w[:, :3, 3].copy()
 
+    def path_length(self) -> float:
+        """Length of the polyline through the camera centres, in trajectory units."""
+        return float(np.linalg.norm(np.diff(self.centres, axis=0), axis=1).sum())
+
     def take(self, num_frames: int) -> CameraTrajectory:
         """The first ``num_frames`` frames; a clear error if the trajectory is shorter."""
         if num_frames < 1:

@@ -29,7 +29,7 @@ from ..pipeline.inputs import (
     within_limit,
 )
 from ..pipeline.output import check_out_dir_files
-from ..pipeline.setup import OFFICIAL_DEFAULTS, TINY_DEFAULTS, check_device, tiny_reason
+from ..pipeline.setup import CLIP_FRAMES, OFFICIAL_DEFAULTS, TINY_DEFAULTS, check_device, tiny_reason
 from . import parse_size
 
 if TYPE_CHECKING:  # torch and DiffSynth load only once the arguments are checked, so that errors come at once
@@ -84,9 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           help=f"output size, multiples of 16 (default {official_size}; tiny model {tiny_size})")
     sampling.add_argument("--frames", type=int,
                           help=f"frames, 4k+1 (default {official['frames']}; tiny model {tiny['frames']})")
-    sampling.add_argument("--chunk-frames", type=int, default=61,
+    sampling.add_argument("--chunk-frames", type=int, default=CLIP_FRAMES,
                           help="clip length, 4k+1: --frames beyond it are generated as clips sharing one frame, "
-                               "over a world cache saved as world.ply (default 61)")
+                               f"over a world cache saved as world.ply (default {CLIP_FRAMES})")
     sampling.add_argument("--steps", type=int,
                           help=f"denoising steps (default {official['steps']}; tiny model {tiny['steps']})")
     sampling.add_argument("--cfg", type=float, default=6.0, help="guidance scale (default 6.0, the published look)")

@@ -92,11 +92,6 @@ def median_scene_depth(depth: Image.Image, near: float = DEFAULT_NEAR, far: floa
     return float(np.median(disparity_to_depth(disparity, near, far)))
 
 
-def path_length(trajectory: CameraTrajectory) -> float:
-    """Length of the polyline through the camera centres, in trajectory units."""
-    return float(np.linalg.norm(np.diff(trajectory.centres, axis=0), axis=1).sum())
-
-
 @dataclass(frozen=True)
 class PathScale:
     """How far a camera path moves: its length, its frame count and the median scene depth (None: no depth map)."""
@@ -229,7 +224,7 @@ def write_preview(
         cloud = lift_first_frame(image, depth, relative.intrinsics[0], near, far)
         median = median_scene_depth(depth, near, far)
     write_scene(path, relative, cloud)
-    return PathScale(path_length(relative), len(relative), median)
+    return PathScale(relative.path_length(), len(relative), median)
 
 
 def read_image(option: str, path: Path, mode: str) -> Image.Image:

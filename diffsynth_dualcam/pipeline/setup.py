@@ -19,9 +19,11 @@ if TYPE_CHECKING:
     from ..models.depth_estimator import DepthEstimator
     from .dualcam import DualCamCtrlPipeline
 
+#: Frames of one clip of the released model: its default length, and the length of a chain's clips.
+CLIP_FRAMES = 61
 #: (width, height), frames, steps used when a value is not given: the official model's, and the tiny model's
 #: (small enough for a CPU).
-OFFICIAL_DEFAULTS = {"size": (720, 480), "frames": 61, "steps": 50}
+OFFICIAL_DEFAULTS = {"size": (720, 480), "frames": CLIP_FRAMES, "steps": 50}
 TINY_DEFAULTS = {"size": (96, 64), "frames": 9, "steps": 3}
 TINY_NOTICE = """\
 =====================================================================================================

@@ -22,6 +22,7 @@ from ..camera import CameraTrajectory
 from ..export.export3d import DEFAULT_FAR, DEFAULT_NEAR
 from ..io import atomic_output, atomic_write
 from ..pipeline.inputs import check_frame_count, cover_resize, image_digest
+from ..pipeline.setup import CLIP_FRAMES
 from .cache import Alignment, WorldCache, robust_scale_shift
 
 #: A clip generator: ``clip_fn(image, depth, trajectory) -> (rgb_frames, depth_frames)``; with ``seed=`` as well when
@@ -161,7 +162,7 @@ def generate_chained(
     depth: Image.Image | None,
     trajectory: CameraTrajectory,
     num_frames: int,
-    chunk_frames: int = 61,
+    chunk_frames: int = CLIP_FRAMES,
     seed: int | None = None,
     near: float = DEFAULT_NEAR,
     far: float = DEFAULT_FAR,

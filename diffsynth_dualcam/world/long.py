@@ -25,6 +25,7 @@ from ..pipeline.inputs import (
     prepare_trajectory,
 )
 from ..pipeline.output import DualCamCtrlOutput
+from ..pipeline.setup import CLIP_FRAMES
 from .cache import WorldCache
 from .chain import clip_ranges, generate_chained
 
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
 
 #: The world cache's file in a run folder.
 WORLD_FILE = "world.ply"
-#: Clip length of the released model, the default length of a chain's clips.
-DEFAULT_CHUNK_FRAMES = 61
 
 
 def resume_folder(out_dir: str | Path) -> Path:
@@ -88,7 +87,7 @@ def generate_long(
     prompt: str,
     *,
     num_frames: int = 121,
-    chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+    chunk_frames: int = CLIP_FRAMES,
     resume_dir: str | Path | None = None,
     near: float = DEFAULT_NEAR,
     far: float = DEFAULT_FAR,
